@@ -1,0 +1,206 @@
+"""The one table of settings, and loading them from defaults, config files and the environment.
+
+Precedence, lowest first: the table's defaults, `config/default.toml`, a user config file
+(`--config FILE`, `HYBRID_SEARCH_CONFIG`, or `config.toml` in the data directory), then
+environment variables `HYBRID_SEARCH_<NAME>` (upper-case name).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+
+__all__ = ["ENV_PREFIX", "SETTINGS", "Setting", "Settings", "load_settings"]
+
+ENV_PREFIX = "HYBRID_SEARCH_"
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its name, default, type, allowed values and help text."""
+
+    name: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def type(self) -> type:
+        """The Python type values of this setting have."""
+        return type(self.default)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "~/.local/share/hybrid-search",
+            "Directory holding the SQLite file, the Whoosh index and derived files."),
+    Setting("model", "efficientnet-lite0",
+            "Image embedding model: 'efficientnet-lite0' (bundled, offline) or "
+            "'clip:<open_clip model name>'.",),
+    Setting("clip_pretrained", "",
+            "For a CLIP model: an open_clip pretrained tag or a path to a local checkpoint."),
+    Setting("metric", "cosine", "Image distance: cosine similarity of L2-normalised vectors, "
+            "or euclidean distance (scored as its negative).", choices=("cosine", "euclidean")),
+    Setting("fusion", "linear", "How text and image scores become one ranking: 'linear' "
+            "(weighted sum of normalised scores) or 'rrf' (reciprocal rank fusion).",
+            choices=("linear", "rrf")),
+    Setting("normalization", "minmax", "Score normalisation before linear fusion.",
+            choices=("minmax", "zscore")),
+    Setting("alpha", 0.5, "Weight of the image side in fusion (text gets 1 - alpha).",
+            minimum=0.0, maximum=1.0),
+    Setting("rrf_k", 60, "The k in reciprocal rank fusion 1/(k + rank).", minimum=1),
+    Setting("candidates", 100, "Candidates each signal returns before fusion (at least "
+            "offset + limit).", minimum=1),
+    Setting("limit", 10, "Results per page when a query names no limit.", minimum=1, maximum=1000),
+    Setting("boost_title", 3.0, "BM25F weight of the title field.", minimum=0.0),
+    Setting("boost_tags", 2.0, "BM25F weight of the tags field.", minimum=0.0),
+    Setting("boost_description", 1.0, "BM25F weight of the description field.", minimum=0.0),
+    Setting("max_image_pixels", 50_000_000, "Largest image (width x height) accepted; "
+            "a guard against decompression bombs.", minimum=1),
+    Setting("max_upload_bytes", 50 * 1024 * 1024, "Largest file accepted by ingest and upload.",
+            minimum=1),
+    Setting("batch_size", 32, "Images per forward pass of the embedding model.", minimum=1),
+    Setting("device", "cpu", "Torch device for the embedding model: 'cpu', 'cuda' or 'auto'.",
+            choices=("cpu", "cuda", "auto")),
+    Setting("threads", 0, "Torch CPU threads for the model (0: torch's default).", minimum=0),
+    Setting("thumbnail_size", 320, "Longer side, in pixels, of cached thumbnails.", minimum=32),
+    Setting("host", "127.0.0.1", "Address `serve` listens on."),
+    Setting("port", 5000, "Port `serve` listens on.", minimum=0, maximum=65535),
+)
+
+_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+@dataclass
+class Settings:
+    """Resolved settings, read by attribute (`settings.alpha`) or by name."""
+
+    values: dict[str, Any] = field(default_factory=lambda: {s.name: s.default for s in SETTINGS})
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def get(self, name: str) -> Any:
+        """The value of one setting."""
+        return self.values[name]
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (validated)."""
+        values = dict(self.values)
+        for name, raw in changes.items():
+            values[name] = _coerce(_setting(name), raw, "override")
+        return Settings(values, {**self.sources, **{n: "override" for n in changes}})
+
+    @property
+    def data_path(self) -> Path:
+        """The data directory as an absolute path."""
+        return Path(os.path.expanduser(str(self.values["data_dir"]))).resolve()
+
+
+def _setting(name: str) -> Setting:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ConfigError(f"unknown setting {name!r}") from None
+
+
+def _coerce(setting: Setting, raw: Any, source: str) -> Any:
+    """Turn a raw value (from TOML or an environment string) into the setting's type."""
+    kind = setting.type
+    try:
+        if kind is bool:
+            if isinstance(raw, str):
+                if raw.lower() not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                    raise ValueError(raw)
+                value: Any = raw.lower() in {"1", "true", "yes", "on"}
+            else:
+                value = bool(raw)
+        elif kind is int:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError(raw)
+            value = int(raw)
+        elif kind is float:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            value = float(raw)
+        else:
+            value = str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"setting {setting.name} from {source}: expected {kind.__name__}, got {raw!r}"
+        ) from None
+    if setting.choices and value not in setting.choices:
+        raise ConfigError(
+            f"setting {setting.name} from {source}: {value!r} is not one of "
+            + ", ".join(setting.choices)
+        )
+    if setting.minimum is not None and value < setting.minimum:
+        raise ConfigError(f"setting {setting.name} from {source}: {value} < {setting.minimum}")
+    if setting.maximum is not None and value > setting.maximum:
+        raise ConfigError(f"setting {setting.name} from {source}: {value} > {setting.maximum}")
+    return value
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    # Accept either top-level keys or a [hybrid_search] table.
+    return dict(data.get("hybrid_search", data))
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve every setting from defaults, config files, the environment and overrides."""
+    env = os.environ if env is None else env
+    settings = Settings()
+
+    def apply(values: Mapping[str, Any], source: str) -> None:
+        for name, raw in values.items():
+            settings.values[name] = _coerce(_setting(name), raw, source)
+            settings.sources[name] = source
+
+    if REPO_CONFIG.is_file():
+        apply(_read_toml(REPO_CONFIG), str(REPO_CONFIG))
+    env_values = {
+        key[len(ENV_PREFIX):].lower(): value
+        for key, value in env.items()
+        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG"
+    }
+    # The data directory decides where the user config may live, so resolve it first.
+    chosen_dir = data_dir if data_dir is not None else env_values.get("data_dir")
+    if chosen_dir is not None:
+        settings.values["data_dir"] = str(chosen_dir)
+    user_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if user_file:
+        apply(_read_toml(Path(user_file)), str(user_file))
+    else:
+        candidate = settings.data_path / "config.toml"
+        if candidate.is_file():
+            apply(_read_toml(candidate), str(candidate))
+    apply(env_values, "environment")
+    if data_dir is not None:
+        apply({"data_dir": str(data_dir)}, "--data-dir")
+    if overrides:
+        apply({k: v for k, v in overrides.items() if v is not None}, "command line")
+    return settings
