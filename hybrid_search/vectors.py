@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["VectorIndex"]
+__all__ = ["VectorIndex", "top_k"]
 
 
 class VectorIndex:
@@ -154,15 +154,22 @@ class VectorIndex:
     ) -> list[tuple[int, float]]:
         """The k best (id, score) pairs, best first, ties broken by id."""
         ids, scores = self.scores(query, metric, query_norm)
-        skip = {int(i) for i in exclude}
-        if skip:
-            keep = ~np.isin(ids, np.fromiter(skip, dtype=np.int64))
-            ids, scores = ids[keep], scores[keep]
-        if k <= 0 or not len(ids):
-            return []
-        if k < len(ids):
-            part = np.argpartition(-scores, k - 1)[:k]
-        else:
-            part = np.arange(len(ids))
-        order = part[np.lexsort((ids[part], -scores[part]))]
-        return [(int(ids[j]), float(scores[j])) for j in order]
+        return top_k(ids, scores, k, exclude)
+
+
+def top_k(
+    ids: np.ndarray, scores: np.ndarray, k: int, exclude: Iterable[int] = ()
+) -> list[tuple[int, float]]:
+    """The k best (id, score) pairs of parallel arrays, best first, ties broken by id."""
+    skip = [int(i) for i in exclude]
+    if skip:
+        keep = ~np.isin(ids, np.asarray(skip, dtype=np.int64))
+        ids, scores = ids[keep], scores[keep]
+    if k <= 0 or not len(ids):
+        return []
+    if k < len(ids):
+        part = np.argpartition(-scores, k - 1)[:k]
+    else:
+        part = np.arange(len(ids))
+    order = part[np.lexsort((ids[part], -scores[part]))]
+    return [(int(ids[j]), float(scores[j])) for j in order]

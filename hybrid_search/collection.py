@@ -1,0 +1,235 @@
+"""A photo collection in one data directory: the database, the Whoosh index and the vectors.
+
+The database is the source of truth. The Whoosh index and the in-memory vector matrix are
+derived from it: `reindex` rebuilds the index, and the matrix is loaded from the database on
+first use and then kept current by every write made through this object.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .embedding import ImageEmbedder, get_image_embedder
+from .exceptions import NotFoundError, StorageError
+from .settings import Settings
+from .storage import ImageRecord, NewImage, Store, open_store
+from .text_index import TextDoc, TextIndex
+from .vectors import VectorIndex
+
+__all__ = ["Collection", "DB_NAME", "TEXT_INDEX_DIR", "THUMBS_DIR", "text_doc"]
+
+DB_NAME = "hybrid-search.db"
+TEXT_INDEX_DIR = "whoosh"
+THUMBS_DIR = "thumbs"
+ORIGINALS_DIR = "originals"
+
+
+def text_doc(record: ImageRecord) -> TextDoc:
+    """The Whoosh document of an image's manual annotations."""
+    return TextDoc(
+        id=record.id, title=record.title, description=record.description, tags=record.tags
+    )
+
+
+class Collection:
+    """Everything stored about a photo collection, and the derived indexes kept in step."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root: Path = settings.data_path
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot create data directory {self.root}: {e.strerror}") from None
+        if not self.root.is_dir():
+            raise StorageError(f"data directory {self.root} is not a directory")
+        self.store: Store = open_store(self.root / DB_NAME)
+        self.text = TextIndex(
+            self.root / TEXT_INDEX_DIR,
+            {
+                "title": settings.boost_title,
+                "tags": settings.boost_tags,
+                "description": settings.boost_description,
+            },
+        )
+        self._vectors: VectorIndex | None = None
+        self._unannotated: set[int] | None = None
+        self._lock = threading.RLock()
+        self._sync_text_index()
+
+    # -- derived state ---------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        """Id of the active image model; vectors of other models are never searched."""
+        return str(self.settings.model)
+
+    @property
+    def embedder(self) -> ImageEmbedder:
+        """The active image model (loaded lazily on first encode)."""
+        return get_image_embedder(
+            self.settings.model,
+            pretrained=self.settings.clip_pretrained,
+            device=self.settings.device,
+            threads=self.settings.threads,
+        )
+
+    @property
+    def vectors(self) -> VectorIndex:
+        """The in-memory matrix of the active model's vectors, loaded on first use."""
+        with self._lock:
+            if self._vectors is None:
+                ids, matrix, norms = self.store.load_vectors(self.model_id)
+                self._vectors = VectorIndex.from_arrays(ids, matrix, norms)
+            return self._vectors
+
+    def unannotated_ids(self) -> set[int]:
+        """Images with no manual words: the text signal cannot judge them."""
+        with self._lock:
+            if self._unannotated is None:
+                self._unannotated = self.store.all_ids() - self.store.annotated_ids()
+            return self._unannotated
+
+    def _sync_text_index(self) -> None:
+        """Rebuild the Whoosh index if it is unreadable or its size disagrees with the database."""
+        try:
+            in_sync = self.text.doc_count() == self.store.count()
+        except StorageError:
+            in_sync = False
+        if not in_sync:
+            self.reindex()
+
+    def reindex(self) -> int:
+        """Rebuild the Whoosh index from the database; returns the number of documents."""
+        with self._lock:
+            docs = [text_doc(r) for r in self.store.iter_records()]
+            self.text.rebuild(docs)
+            self._unannotated = None
+            self._vectors = None
+            return len(docs)
+
+    # -- writes ----------------------------------------------------------------------------
+    def add(self, items: Sequence[NewImage]) -> list[int | None]:
+        """Store new images and index them; None for each item whose bytes were already known."""
+        with self._lock:
+            ids = self.store.add_images(items)
+            new = [(i, item) for i, item in zip(ids, items, strict=True) if i is not None]
+            if not new:
+                return ids
+            self.text.upsert(
+                TextDoc(id=i, title=it.title, description=it.description, tags=it.tags)
+                for i, it in new
+            )
+            if self._unannotated is not None:
+                self._unannotated.update(
+                    i for i, it in new if not (it.title or it.description or it.tags)
+                )
+            if self._vectors is not None:
+                with_vec = [(i, it) for i, it in new if it.vector is not None
+                            and it.model == self.model_id]
+                if with_vec:
+                    self._vectors.add(
+                        [i for i, _ in with_vec],
+                        np.stack([it.vector for _, it in with_vec]),  # type: ignore[misc]
+                        np.array([it.norm for _, it in with_vec], dtype=np.float32),
+                    )
+            return ids
+
+    def annotate(
+        self,
+        image_id: int,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+        tags: Iterable[str] | None = None,
+        add_tags: Iterable[str] = (),
+        remove_tags: Iterable[str] = (),
+    ) -> ImageRecord:
+        """Change an image's manual annotations and re-index it at once."""
+        with self._lock:
+            record = self.store.annotate(
+                image_id, title=title, description=description, tags=tags,
+                add_tags=add_tags, remove_tags=remove_tags,
+            )
+            self.text.upsert([text_doc(record)])
+            if self._unannotated is not None:
+                if record.annotated:
+                    self._unannotated.discard(record.id)
+                else:
+                    self._unannotated.add(record.id)
+            return record
+
+    def remove(self, ids: Iterable[int]) -> list[int]:
+        """Delete images everywhere; returns the ids that existed."""
+        with self._lock:
+            records = self.store.get_many(list(ids))
+            removed = self.store.remove(r.id for r in records)
+            self.text.delete(removed)
+            if self._vectors is not None:
+                self._vectors.remove(removed)
+            if self._unannotated is not None:
+                self._unannotated.difference_update(removed)
+            for r in records:
+                for path in self.derived_files(r.sha256):
+                    path.unlink(missing_ok=True)
+            return removed
+
+    def set_vectors(self, model: str, items: Sequence[tuple[int, np.ndarray, float]]) -> None:
+        """Store vectors for existing images and update the matrix if it is the active model."""
+        with self._lock:
+            self.store.set_vectors(model, items)
+            if self._vectors is not None and model == self.model_id and items:
+                self._vectors.add(
+                    [i for i, _, _ in items],
+                    np.stack([v for _, v, _ in items]),
+                    np.array([n for _, _, n in items], dtype=np.float32),
+                )
+
+    # -- reads -----------------------------------------------------------------------------
+    def get(self, image_id: int) -> ImageRecord:
+        """One image's record."""
+        return self.store.get(image_id)
+
+    def image_vector(self, image_id: int) -> tuple[np.ndarray, float]:
+        """The stored vector of an image under the active model."""
+        found = self.vectors.get(image_id)
+        if found is None:
+            self.store.get(image_id)  # NotFoundError for an unknown id
+            raise NotFoundError(f"image {image_id} has no vector for model {self.model_id}")
+        return found
+
+    def derived_files(self, sha256: str) -> list[Path]:
+        """Files derived from one image (thumbnails, stored originals)."""
+        out = []
+        for folder in (THUMBS_DIR, ORIGINALS_DIR):
+            base = self.root / folder / sha256[:2]
+            if base.is_dir():
+                out.extend(base.glob(sha256 + "*"))
+        return out
+
+    def stats(self) -> dict[str, object]:
+        """Counts that describe the collection."""
+        models = self.store.models()
+        return {
+            "images": self.store.count(),
+            "annotated": len(self.store.annotated_ids()),
+            "text_index_documents": self.text.doc_count(),
+            "model": self.model_id,
+            "vectors": models.get(self.model_id, 0),
+            "vectors_by_model": models,
+            "data_dir": str(self.root),
+        }
+
+    def close(self) -> None:
+        """Release the database and index."""
+        self.text.close()
+        self.store.dispose()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

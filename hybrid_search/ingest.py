@@ -1,0 +1,398 @@
+"""Adding photos to a collection: find files, hash, decode, embed in batches, store.
+
+Reading, hashing, decoding and preprocessing run in worker threads, the model runs batches
+on the calling thread, and database and index writes run on a writer thread, so the three
+overlap. Each batch is written in one database transaction: a crash loses at most the batch
+in flight, never half an image. Known content (same SHA-256) is skipped, so running ingest
+again is harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .annotations import Annotations, find_sidecar, load_annotation_file
+from .collection import Collection
+from .decode import EXTENSIONS, decode_image
+from .exceptions import AnnotationError, ImageDecodeError
+from .storage import NewImage, clean_tags
+
+__all__ = [
+    "IngestReport",
+    "add_upload",
+    "collect_files",
+    "embed_missing",
+    "ingest",
+    "prepare_bytes",
+]
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did."""
+
+    added: list[tuple[str, int]] = field(default_factory=list)
+    duplicates: list[tuple[str, int | None]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    unmatched_annotations: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready summary."""
+        return {
+            "added": len(self.added),
+            "duplicates": len(self.duplicates),
+            "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "unmatched_annotations": self.unmatched_annotations,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class _Prepared:
+    path: str
+    item: NewImage
+    array: np.ndarray
+
+
+@dataclass
+class _Skipped:
+    path: str
+    duplicate_of: int | None = None
+    reason: str | None = None
+
+
+def collect_files(paths: Iterable[Path | str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Image files under the given files and folders (recursive, symlinks followed).
+
+    A file named explicitly is taken whatever its extension; in folders only files with an
+    image extension are. Returns the files (each once) and the paths that could not be read.
+    """
+    files: dict[Path, None] = {}
+    failed: list[tuple[str, str]] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            failed.append((str(path), "no such file or directory"))
+        elif path.is_file():
+            files.setdefault(path.resolve(), None)
+        elif path.is_dir():
+            seen_dirs: set[tuple[int, int]] = set()
+            for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+                st = os.stat(dirpath)
+                if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop
+                    dirnames[:] = []
+                    continue
+                seen_dirs.add((st.st_dev, st.st_ino))
+                dirnames.sort()
+                for name in sorted(filenames):
+                    if Path(name).suffix.lower() in EXTENSIONS and not name.startswith("."):
+                        p = Path(dirpath, name)
+                        if p.is_file():
+                            files.setdefault(p.resolve(), None)
+        else:
+            failed.append((str(path), "not a regular file or folder"))
+    return list(files), failed
+
+
+def prepare_bytes(
+    data: bytes,
+    *,
+    name: str,
+    path: str,
+    collection: Collection,
+    annotations: Annotations | None = None,
+) -> tuple[NewImage, np.ndarray]:
+    """Hash, decode and preprocess one image's bytes; ImageDecodeError if they are no image."""
+    settings = collection.settings
+    if len(data) > settings.max_upload_bytes:
+        raise ImageDecodeError(
+            name, f"file is {len(data)} bytes, over the limit of {settings.max_upload_bytes} "
+            "(setting max_upload_bytes)"
+        )
+    decoded = decode_image(data, name=name, max_pixels=settings.max_image_pixels)
+    array = collection.embedder.preprocess(decoded.image)
+    ann = annotations or Annotations()
+    item = NewImage(
+        sha256=hashlib.sha256(data).hexdigest(),
+        path=path,
+        filename=Path(name).name,
+        format=decoded.format,
+        width=decoded.width,
+        height=decoded.height,
+        bytes=len(data),
+        title=ann.title,
+        description=ann.description,
+        tags=clean_tags(ann.tags),
+        model=collection.model_id,
+    )
+    return item, array
+
+
+def ingest(
+    collection: Collection,
+    paths: Iterable[Path | str],
+    *,
+    annotations: Path | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> IngestReport:
+    """Add the images under `paths` to the collection and report what happened."""
+    start = time.perf_counter()
+    report = IngestReport()
+    ann_map = load_annotation_file(annotations) if annotations is not None else {}
+    files, report.failed = collect_files(paths)
+    matched = {f for f in files if f in ann_map}
+    report.unmatched_annotations = len(ann_map) - len(matched)
+    total = len(files)
+    known = collection.store.known_hashes()
+    claimed: set[str] = set()
+    claim_lock = threading.Lock()
+    settings = collection.settings
+    batch_size = int(settings.batch_size)
+    done = 0
+
+    def tick(n: int = 1) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    def prepare(path: Path) -> _Prepared | _Skipped:
+        name = str(path)
+        try:
+            size = path.stat().st_size
+            if size > settings.max_upload_bytes:
+                return _Skipped(name, reason=f"file is {size} bytes, over the limit of "
+                                f"{settings.max_upload_bytes} (setting max_upload_bytes)")
+            data = path.read_bytes()
+        except OSError as e:
+            return _Skipped(name, reason=f"cannot read: {e.strerror or e}")
+        sha = hashlib.sha256(data).hexdigest()
+        with claim_lock:
+            if sha in known or sha in claimed:
+                return _Skipped(name, duplicate_of=None)
+            claimed.add(sha)
+        try:
+            ann = ann_map.get(path) or find_sidecar(path)
+            item, array = prepare_bytes(data, name=name, path=name, collection=collection,
+                                        annotations=ann)
+        except ImageDecodeError as e:
+            with claim_lock:
+                claimed.discard(sha)
+            return _Skipped(name, reason=e.reason)
+        except AnnotationError as e:
+            with claim_lock:
+                claimed.discard(sha)
+            return _Skipped(name, reason=str(e))
+        return _Prepared(name, item, array)
+
+    # The writer thread owns every database and index write, so they overlap the model.
+    writes: queue.Queue[list[_Prepared] | None] = queue.Queue(maxsize=2)
+    write_error: list[BaseException] = []
+
+    def writer() -> None:
+        while True:
+            batch = writes.get()
+            if batch is None:
+                return
+            if write_error:
+                continue
+            try:
+                ids = collection.add([p.item for p in batch])
+            except BaseException as e:  # surfaced on the calling thread below
+                write_error.append(e)
+                continue
+            for p, i in zip(batch, ids, strict=True):
+                if i is None:
+                    report.duplicates.append((p.path, collection.store.id_for_hash(p.item.sha256)))
+                else:
+                    report.added.append((p.path, i))
+
+    def embed(batch: list[_Prepared]) -> None:
+        vectors, norms = collection.embedder.encode_arrays_with_norms(
+            np.stack([p.array for p in batch])
+        )
+        out = []
+        for p, v, n in zip(batch, vectors, norms, strict=True):
+            out.append(_Prepared(p.path, _with_vector(p.item, v, float(n)), p.array[:0]))
+        writes.put(out)
+        tick(len(batch))
+
+    writer_thread = threading.Thread(target=writer, name="ingest-writer", daemon=True)
+    writer_thread.start()
+    n_workers = workers or max(1, min(4, os.cpu_count() or 1))
+    pending: list[_Prepared] = []
+    try:
+        with ThreadPoolExecutor(n_workers, thread_name_prefix="ingest-decode") as pool:
+            for result in _bounded_map(pool, prepare, files, window=4 * batch_size):
+                if write_error:
+                    break
+                if isinstance(result, _Skipped):
+                    if result.reason is not None:
+                        report.failed.append((result.path, result.reason))
+                    else:
+                        report.duplicates.append((result.path, None))
+                    tick()
+                    continue
+                pending.append(result)
+                if len(pending) >= batch_size:
+                    embed(pending)
+                    pending = []
+            if pending and not write_error:
+                embed(pending)
+    finally:
+        writes.put(None)
+        writer_thread.join()
+    if write_error:
+        raise write_error[0]
+    # Fill in ids of duplicates of content stored before this run.
+    report.duplicates = [
+        (p, i if i is not None else _id_for_path(collection, p)) for p, i in report.duplicates
+    ]
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _with_vector(item: NewImage, vector: np.ndarray, norm: float) -> NewImage:
+    from dataclasses import replace
+
+    return replace(item, vector=vector, norm=norm)
+
+
+def _id_for_path(collection: Collection, path: str) -> int | None:
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    return collection.store.id_for_hash(hashlib.sha256(data).hexdigest())
+
+
+def _bounded_map(
+    pool: ThreadPoolExecutor,
+    fn: Callable[[Path], _Prepared | _Skipped],
+    items: list[Path],
+    window: int,
+) -> Iterator[_Prepared | _Skipped]:
+    """pool.map in order, with at most `window` items in flight (bounded memory)."""
+    futures: deque[Future[_Prepared | _Skipped]] = deque()
+    it = iter(items)
+    for item in it:
+        futures.append(pool.submit(fn, item))
+        if len(futures) >= window:
+            break
+    while futures:
+        result = futures.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            futures.append(pool.submit(fn, nxt))
+        yield result
+
+
+
+
+
+def embed_missing(
+    collection: Collection, progress: Progress | None = None
+) -> tuple[int, list[tuple[str, str]]]:
+    """Embed, with the active model, stored images that have no vector for it.
+
+    Resumable: vectors are written batch by batch, so an interrupted run continues where it
+    stopped. Reads each image from the path it was ingested from.
+    """
+    ids = collection.store.ids_without_vector(collection.model_id)
+    records = collection.store.get_many(ids)
+    failed: list[tuple[str, str]] = []
+    done = 0
+    batch_size = int(collection.settings.batch_size)
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
+        arrays, kept = [], []
+        for rec in chunk:
+            try:
+                data = Path(rec.path).read_bytes()
+                _, array = prepare_bytes(data, name=rec.path, path=rec.path,
+                                         collection=collection)
+            except OSError as e:
+                failed.append((rec.path, f"cannot read: {e.strerror or e}"))
+                continue
+            except ImageDecodeError as e:
+                failed.append((rec.path, e.reason))
+                continue
+            arrays.append(array)
+            kept.append(rec.id)
+        if arrays:
+            vecs, norms = collection.embedder.encode_arrays_with_norms(np.stack(arrays))
+            collection.set_vectors(
+                collection.model_id,
+                [(i, v, float(n)) for i, v, n in zip(kept, vecs, norms, strict=True)],
+            )
+            done += len(kept)
+        if progress is not None:
+            progress(min(start + batch_size, len(records)), len(records))
+    return done, failed
+
+
+def add_upload(
+    collection: Collection,
+    data: bytes,
+    filename: str,
+    annotations: Annotations | None = None,
+) -> tuple[int, bool]:
+    """Store one uploaded image (bytes) with its annotations; returns (id, whether it is new).
+
+    The bytes are kept in the data directory under their content hash (never the client's
+    name), written to a temporary file and renamed into place, so a crash leaves no partial
+    file. The client's file name is kept only as a label.
+    """
+    safe_name = _safe_filename(filename)
+    item, array = prepare_bytes(data, name=safe_name, path="", collection=collection,
+                                annotations=annotations)
+    existing = collection.store.id_for_hash(item.sha256)
+    if existing is not None:
+        return existing, False
+    ext = "." + ("jpg" if item.format == "JPEG" else item.format.lower())
+    target = collection.root / "originals" / item.sha256[:2] / (item.sha256 + ext)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    created = not target.exists()
+    if created:
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    vecs, norms = collection.embedder.encode_arrays_with_norms(array[None, ...])
+    from dataclasses import replace
+
+    item = replace(item, path=str(target), filename=safe_name, vector=vecs[0],
+                   norm=float(norms[0]))
+    try:
+        (new_id,) = collection.add([item])
+    except BaseException:
+        if created:
+            target.unlink(missing_ok=True)
+        raise
+    if new_id is None:  # stored concurrently by another request
+        found = collection.store.id_for_hash(item.sha256)
+        assert found is not None
+        return found, False
+    return new_id, True
+
+
+def _safe_filename(name: str) -> str:
+    """A display file name: last path component, no control characters, at most 200 chars."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable() and ch not in "\x00")
+    base = base.strip().lstrip(".") or "upload"
+    return base[:200]
