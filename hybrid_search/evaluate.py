@@ -77,8 +77,8 @@ def retrieval_metrics(
             order = np.argsort(-s, kind="stable")[:-1]
             rel = lab[order] == lab[q]
             aps.append(average_precision(rel))
-            p10.append(rel[:10].mean())
-            p20.append(rel[:20].mean())
+            p10.append(rel[:10].sum() / 10)
+            p20.append(rel[:20].sum() / 20)
     return {"mAP": float(np.mean(aps)), "P@10": float(np.mean(p10)),
             "P@20": float(np.mean(p20)), "n_queries": n}
 

@@ -8,7 +8,7 @@ Core code raises these; the CLI and the web layer translate them into messages a
     ├── AnnotationError          an annotation file or record is malformed
     ├── ModelUnavailableError    a configured model cannot be loaded (weights missing, bad name)
     ├── NotFoundError            an image id or path that the collection does not hold
-    ├── QueryError               a search request that cannot be answered (no text and no image, bad alpha)
+    ├── QueryError               a search that cannot be answered (no words and no image, bad alpha)
     └── StorageError             the data directory or database is unusable
 """
 

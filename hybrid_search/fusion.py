@@ -14,6 +14,11 @@ What a candidate absent from one signal's list gets:
   floor, 0 after min-max or the list's lowest z-score, or no reciprocal-rank term. Words that
   do not match are evidence against the photo.
 
+Min-max scales each list from its lowest to its highest score, except where a signal has a
+natural floor: BM25 gives 0 to a document that matches no word, and its list holds only
+matches, so text scores are scaled from 0. Otherwise the last of three nearly equal BM25
+scores would become 0 and lose to any image score.
+
 The fused score is the weighted mean over the applicable signals, so it stays on the scale
 of the normalised scores (0..1 for min-max). With equal weights, RRF here is the classic
 sum of 1/(k + rank) divided by the number of signals: the same order.
@@ -47,12 +52,19 @@ class FusedHit:
     normalized: dict[str, float | None] = field(default_factory=dict)
 
 
-def minmax(hits: Ranked) -> dict[int, float]:
-    """Scale scores to 0..1; a single hit, or hits with equal scores, all get 1."""
+def minmax(hits: Ranked, lower: float | None = None) -> dict[int, float]:
+    """Scale scores to 0..1; a single hit, or hits with equal scores, all get 1.
+
+    `lower`, when given, is the score of a candidate that matched nothing (0 for BM25): the
+    scale then starts there rather than at the list's lowest score, so two nearly equal
+    scores are not stretched to 1 and 0.
+    """
     if not hits:
         return {}
     scores = [s for _, s in hits]
     lo, hi = min(scores), max(scores)
+    if lower is not None:
+        lo = min(lo, lower)
     span = hi - lo
     if span <= 0 or not math.isfinite(span):
         return {i: 1.0 for i, _ in hits}
@@ -114,8 +126,13 @@ def fuse(
     normalization: str = "minmax",
     k: int = 60,
     not_applicable: Mapping[str, Collection[int]] | None = None,
+    lower_bounds: Mapping[str, float] | None = None,
 ) -> list[FusedHit]:
-    """Fuse ranked lists into one list, best first, ties broken by id for a stable order."""
+    """Fuse ranked lists into one list, best first, ties broken by id for a stable order.
+
+    `lower_bounds` gives, per signal, the score of a candidate that matched nothing, used by
+    min-max normalisation (see `minmax`).
+    """
     if method not in ("linear", "rrf"):
         raise ValueError(f"unknown fusion method {method!r}")
     if normalization not in ("minmax", "zscore"):
@@ -132,7 +149,7 @@ def fuse(
             normalized[name] = rrf(hits, k)
             floors[name] = 0.0
         elif normalization == "minmax":
-            normalized[name] = minmax(hits)
+            normalized[name] = minmax(hits, (lower_bounds or {}).get(name))
             floors[name] = 0.0
         else:
             normalized[name] = zscore(hits)

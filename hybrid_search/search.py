@@ -177,7 +177,8 @@ def search(collection: Collection, req: SearchRequest) -> SearchResponse:
     else:
         weights = {"text": 1.0 - alpha, "image": alpha}
     fused = fuse(ranked, weights, method=method, normalization=norm,
-                 k=int(collection.settings.rrf_k), not_applicable=not_applicable)
+                 k=int(collection.settings.rrf_k), not_applicable=not_applicable,
+                 lower_bounds={"text": 0.0})
     if req.image_id is not None:
         fused = [h for h in fused if h.id != req.image_id]
     page = fused[offset : offset + limit]

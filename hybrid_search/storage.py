@@ -301,11 +301,8 @@ class Store:
         last = 0
         while True:
             with self.session() as s:
-                rows = list(
-                    s.scalars(
-                        select(ImageRow).where(ImageRow.id > last).order_by(ImageRow.id).limit(batch)
-                    )
-                )
+                query = select(ImageRow).where(ImageRow.id > last).order_by(ImageRow.id)
+                rows = list(s.scalars(query.limit(batch)))
                 records = [_record(r) for r in rows]
             if not records:
                 return

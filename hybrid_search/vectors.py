@@ -77,7 +77,9 @@ class VectorIndex:
                 self.dim = vectors.shape[1]
                 self._matrix = np.zeros((0, self.dim), dtype=np.float32)
             if vectors.shape[1] != self.dim:
-                raise ValueError(f"vector dimension {vectors.shape[1]} != index dimension {self.dim}")
+                raise ValueError(
+                    f"vector dimension {vectors.shape[1]} != index dimension {self.dim}"
+                )
             fresh = []
             for n, i in enumerate(ids.tolist()):
                 row = self._pos.get(i)
@@ -125,7 +127,9 @@ class VectorIndex:
                     self._pos[moved] = row
                 self._count = last
 
-    def scores(self, query: np.ndarray, metric: str = "cosine", query_norm: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    def scores(
+        self, query: np.ndarray, metric: str = "cosine", query_norm: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores) for every row: cosine similarity, or minus the Euclidean distance."""
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         with self._lock:
@@ -167,9 +171,6 @@ def top_k(
         ids, scores = ids[keep], scores[keep]
     if k <= 0 or not len(ids):
         return []
-    if k < len(ids):
-        part = np.argpartition(-scores, k - 1)[:k]
-    else:
-        part = np.arange(len(ids))
+    part = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
     order = part[np.lexsort((ids[part], -scores[part]))]
     return [(int(ids[j]), float(scores[j])) for j in order]
