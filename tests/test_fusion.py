@@ -44,6 +44,20 @@ def test_minmax_all_equal_are_one() -> None:
 
 def test_minmax_empty() -> None:
     assert minmax([]) == {}
+    assert minmax([], lower=0.0) == {}
+
+
+def test_minmax_lower_bound_scales_from_it() -> None:
+    # Two nearly equal BM25 scores are not stretched to 1 and 0.
+    out = minmax([(1, 10.0), (2, 9.5)], lower=0.0)
+    assert out == {1: 1.0, 2: pytest.approx(0.95)}
+    # A single hit or equal hits still get 1.
+    assert minmax([(1, 3.0)], lower=0.0) == {1: 1.0}
+    assert minmax([(1, 3.0), (2, 3.0)], lower=0.0) == {1: 1.0, 2: 1.0}
+
+
+def test_minmax_lower_bound_above_list_minimum_is_ignored() -> None:
+    assert minmax([(1, 10.0), (2, 0.0)], lower=5.0) == minmax([(1, 10.0), (2, 0.0)])
 
 
 # -- zscore ------------------------------------------------------------------------------
@@ -294,6 +308,28 @@ def test_zscore_floor_is_list_minimum() -> None:
 
 
 # -- weights ------------------------------------------------------------------------------
+
+
+def test_fuse_lower_bounds() -> None:
+    text = [(1, 10.0), (2, 9.8), (3, 9.6)]
+    image = [(3, 0.9), (4, 0.8), (1, 0.1)]
+    ranked = {"text": text, "image": image}
+    w = {"text": 0.5, "image": 0.5}
+    plain = by_id(fuse(ranked, w))
+    bounded = by_id(fuse(ranked, w, lower_bounds={"text": 0.0}))
+    # Without a bound the last of three near-equal text scores becomes 0.
+    assert plain[3].normalized["text"] == 0.0
+    assert bounded[3].normalized["text"] == pytest.approx(0.96)
+    assert bounded[3].score == pytest.approx((0.96 + 1.0) / 2)
+    # The image side is still scaled from its own minimum.
+    assert bounded[1].normalized["image"] == 0.0
+    # An applicable-but-absent id still gets the floor 0.
+    assert bounded[4].normalized["text"] == 0.0
+    # zscore and rrf ignore the bound.
+    for kwargs in ({"normalization": "zscore"}, {"method": "rrf"}):
+        a = fuse(ranked, w, **kwargs)  # type: ignore[arg-type]
+        b = fuse(ranked, w, lower_bounds={"text": 0.0}, **kwargs)  # type: ignore[arg-type]
+        assert [(h.id, h.score) for h in a] == [(h.id, h.score) for h in b]
 
 
 def test_zero_weight_signal_ignored() -> None:

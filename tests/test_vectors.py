@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from hybrid_search.vectors import VectorIndex
+from hybrid_search.vectors import VectorIndex, top_k
 
 DIM = 16
 
@@ -263,6 +263,25 @@ def test_ties_broken_by_id_within_and_at_cutoff() -> None:
     # Every score is equal, so the k best are the k smallest ids, in id order.
     assert [i for i, _ in index.search(v, 7)] == sorted(ids)
     assert [i for i, _ in index.search(v, 3)] == [5, 10, 20]
+
+
+def test_top_k() -> None:
+    ids = np.array([7, 3, 9, 1, 5], dtype=np.int64)
+    scores = np.array([0.5, 0.9, 0.5, 0.1, 0.7], dtype=np.float32)
+    assert [i for i, _ in top_k(ids, scores, 10)] == [3, 5, 7, 9, 1]
+    assert [i for i, _ in top_k(ids, scores, 2)] == [3, 5]
+    assert [i for i, _ in top_k(ids, scores, 3, exclude=[5])] == [3, 7, 9]
+    assert top_k(ids, scores, 0) == []
+    assert top_k(ids[:0], scores[:0], 3) == []
+    got = top_k(ids, scores, 1)
+    assert got == [(3, pytest.approx(0.9))]
+    assert isinstance(got[0][0], int) and isinstance(got[0][1], float)
+
+
+def test_top_k_tie_at_cutoff_takes_smallest_ids() -> None:
+    ids = np.array([50, 40, 30, 20, 10, 5, 60], dtype=np.int64)
+    scores = np.array([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.9], dtype=np.float32)
+    assert [i for i, _ in top_k(ids, scores, 3)] == [60, 5, 10]
 
 
 def test_ids_and_get_return_copies() -> None:

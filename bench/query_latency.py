@@ -1,0 +1,135 @@
+"""Query latency at scale: text only, image only (stored vector) and hybrid, p50 and p95.
+
+    python bench/query_latency.py [--images 100000] [--queries 300] [--dir /tmp/hs-bench-100k]
+
+Builds (once; reused when present) a collection of synthetic images: random unit 1280-d
+vectors stored in SQLite like real ones, and annotation texts drawn from a Zipf-distributed
+vocabulary of pronounceable words, indexed by the real Whoosh index. Then times `search()`
+in-process, as the CLI and web app call it, and reports the vector matrix's memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hybrid_search.collection import Collection
+from hybrid_search.embedding import l2_normalize
+from hybrid_search.search import SearchRequest, search
+from hybrid_search.settings import load_settings
+from hybrid_search.storage import NewImage
+
+MODEL = "efficientnet-lite0"
+DIM = 1280
+
+
+def vocabulary(rng: np.random.Generator, size: int = 8000) -> list[str]:
+    """Pronounceable made-up words, unique."""
+    cons, vows = "bcdfghklmnprstvz", "aeiou"
+    words: dict[str, None] = {}
+    while len(words) < size:
+        n = rng.integers(2, 4)
+        words.setdefault("".join(rng.choice(list(cons)) + rng.choice(list(vows))
+                                 for _ in range(n)), None)
+    return list(words)
+
+
+def build(path: Path, n: int, rng: np.random.Generator) -> list[str]:
+    vocab = vocabulary(rng)
+    ranks = np.arange(1, len(vocab) + 1)
+    p = 1.0 / ranks
+    p /= p.sum()
+    settings = load_settings(data_dir=path, env={})
+    col = Collection(settings)
+    if col.store.count() >= n:
+        col.close()
+        return vocab
+    start = time.perf_counter()
+    chunk = 2000
+    for base in range(col.store.count(), n, chunk):
+        m = min(chunk, n - base)
+        vecs = l2_normalize(rng.normal(size=(m, DIM)).astype(np.float32))
+        items = []
+        for j in range(m):
+            words = rng.choice(vocab, size=30, p=p)
+            unannotated = rng.random() < 0.2  # a fifth of the photos have no words
+            items.append(NewImage(
+                sha256=hashlib.sha256(f"synthetic-{base + j}".encode()).hexdigest(),
+                path=f"/synthetic/{base + j}.jpg", filename=f"{base + j}.jpg", format="JPEG",
+                width=640, height=480, bytes=100_000,
+                title="" if unannotated else " ".join(words[:4]),
+                description="" if unannotated else " ".join(words[4:22]),
+                tags=() if unannotated else tuple(words[22:28]),
+                model=MODEL, vector=vecs[j], norm=20.0,
+            ))
+        col.store.add_images(items)
+        print(f"stored {base + m}/{n}", file=sys.stderr)
+    print(f"database built in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    start = time.perf_counter()
+    col.reindex()
+    print(f"Whoosh index built in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    col.close()
+    return vocab
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {"p50_ms": round(float(np.percentile(a, 50)), 2),
+            "p95_ms": round(float(np.percentile(a, 95)), 2),
+            "mean_ms": round(float(a.mean()), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/hs-bench-100k"))
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    vocab = build(args.dir, args.images, rng)
+    ranks = np.arange(1, len(vocab) + 1)
+    p = 1.0 / ranks
+    p /= p.sum()
+
+    col = Collection(load_settings(data_dir=args.dir, env={}))
+    start = time.perf_counter()
+    vectors = col.vectors
+    load_s = time.perf_counter() - start
+    col.unannotated_ids()
+    ids = vectors.ids()
+    texts = [" ".join(rng.choice(vocab, size=int(rng.integers(1, 4)), p=p))
+             for _ in range(args.queries)]
+    likes = [int(i) for i in rng.choice(ids, size=args.queries)]
+    kinds = {
+        "text": [SearchRequest(text=t) for t in texts],
+        "image": [SearchRequest(image_id=i) for i in likes],
+        "hybrid": [SearchRequest(text=t, image_id=i) for t, i in zip(texts, likes, strict=True)],
+    }
+    for reqs in kinds.values():  # warm-up: caches, searcher, page cache
+        for r in reqs[:10]:
+            search(col, r)
+    out: dict[str, object] = {"images": col.store.count()}
+    for name, reqs in kinds.items():
+        times = []
+        for r in reqs:
+            t = time.perf_counter()
+            search(col, r)
+            times.append((time.perf_counter() - t) * 1000)
+        out[name] = percentiles(times)
+    out["vector_matrix_mb"] = round(vectors.nbytes / 2**20, 1)
+    out["vector_matrix_load_s"] = round(load_s, 2)
+    out["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["goals_ms_p50"] = {"text": 20, "image": 30, "hybrid": 50}
+    col.close()
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
