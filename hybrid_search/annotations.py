@@ -10,6 +10,7 @@ description. `photo.jpg.json` and `photo.json` are both found for `photo.jpg`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Mapping
@@ -51,7 +52,13 @@ def split_tags(value: Any) -> tuple[str, ...]:
             parts.append(v)
     else:
         raise ValueError(f"tags must be a string or a list, not {type(value).__name__}")
-    return tuple(p.strip() for p in parts if p.strip())
+    out = tuple(p.strip() for p in parts if p.strip())
+    for tag in out:
+        if "\x00" in tag:
+            raise ValueError("a tag contains a NUL character")
+        if len(tag) > MAX_FIELD:
+            raise ValueError(f"a tag is longer than {MAX_FIELD} characters")
+    return out
 
 
 def _text(record: Mapping[str, Any], key: str) -> str:
@@ -88,7 +95,7 @@ def load_annotation_file(path: Path) -> dict[Path, Annotations]:
     base = path.resolve().parent
     records: list[tuple[int, Mapping[str, Any]]] = []
     if path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        for lineno, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -99,14 +106,15 @@ def load_annotation_file(path: Path) -> dict[Path, Annotations]:
                 raise AnnotationError(f"{path}, line {lineno}: expected a JSON object")
             records.append((lineno, obj))
     else:
-        reader = csv.DictReader(text.splitlines())
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         fields = set(reader.fieldnames or ())
         if "file" not in fields:
             raise AnnotationError(
                 f"annotation file {path} has no 'file' column "
                 "(expected columns file,title,description,tags)"
             )
-        for lineno, row in enumerate(reader, start=2):
+        for row in reader:
+            lineno = reader.line_num
             if None in row:
                 raise AnnotationError(f"{path}, line {lineno}: more cells than columns")
             records.append((lineno, row))
@@ -150,7 +158,12 @@ def find_sidecar(image: Path) -> Annotations | None:
                 return _from_record(obj)
             except ValueError as e:
                 raise AnnotationError(f"sidecar {side}: {e}") from None
-        return _from_text(text)
+        if "\x00" in text:
+            raise AnnotationError(f"sidecar {side} contains a NUL character")
+        try:
+            return _from_text(text)
+        except ValueError as e:
+            raise AnnotationError(f"sidecar {side}: {e}") from None
     return None
 
 

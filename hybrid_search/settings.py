@@ -7,6 +7,7 @@ environment variables `HYBRID_SEARCH_<NAME>` (upper-case name).
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -109,11 +110,12 @@ class Settings:
         return Path(os.path.expanduser(str(self.values["data_dir"]))).resolve()
 
 
-def _setting(name: str) -> Setting:
+def _setting(name: str, source: str = "") -> Setting:
     try:
         return _BY_NAME[name]
     except KeyError:
-        raise ConfigError(f"unknown setting {name!r}") from None
+        where = f" (from {source})" if source else ""
+        raise ConfigError(f"unknown setting {name!r}{where}") from None
 
 
 def _coerce(setting: Setting, raw: Any, source: str) -> Any:
@@ -135,6 +137,8 @@ def _coerce(setting: Setting, raw: Any, source: str) -> Any:
             if isinstance(raw, bool):
                 raise ValueError(raw)
             value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(raw)
         else:
             value = str(raw)
     except (TypeError, ValueError):
@@ -177,7 +181,7 @@ def load_settings(
 
     def apply(values: Mapping[str, Any], source: str) -> None:
         for name, raw in values.items():
-            settings.values[name] = _coerce(_setting(name), raw, source)
+            settings.values[name] = _coerce(_setting(name, source), raw, source)
             settings.sources[name] = source
 
     if REPO_CONFIG.is_file():

@@ -27,7 +27,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from .exceptions import NotFoundError, StorageError
@@ -45,6 +45,7 @@ __all__ = [
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 MANUAL = "manual"
+AUTO = "auto"
 
 
 class Base(DeclarativeBase):
@@ -146,6 +147,13 @@ class ImageRecord:
     title: str
     description: str
     tags: tuple[str, ...]
+    auto_tags: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def annotation_text(self) -> str:
+        """Title, tags and description as one text (for text embeddings)."""
+        parts = [self.title, ", ".join(self.tags), self.description]
+        return ". ".join(p for p in parts if p)
 
     @property
     def annotated(self) -> bool:
@@ -167,6 +175,7 @@ class ImageRecord:
             "title": self.title,
             "description": self.description,
             "tags": list(self.tags),
+            "auto_tags": [{"tag": t, "confidence": round(c, 4)} for t, c in self.auto_tags],
         }
 
 
@@ -187,6 +196,10 @@ class NewImage:
     model: str | None = None
     vector: np.ndarray | None = None
     norm: float = 1.0
+    # Further vectors stored with the image: (model id, unit vector, raw norm).
+    extra_vectors: tuple[tuple[str, np.ndarray, float], ...] = ()
+    # Machine-made tags: (tag, confidence).
+    auto_tags: tuple[tuple[str, float], ...] = ()
 
 
 def _record(row: ImageRow) -> ImageRecord:
@@ -204,6 +217,9 @@ def _record(row: ImageRow) -> ImageRecord:
         title=manual.get("title", ""),
         description=manual.get("description", ""),
         tags=tuple(t.tag for t in row.tags if t.source == MANUAL),
+        auto_tags=tuple(
+            (t.tag, float(t.confidence or 0.0)) for t in row.tags if t.source == AUTO
+        ),
     )
 
 
@@ -362,6 +378,13 @@ class Store:
             have = select(Embedding.image_id).where(Embedding.model == model)
             return list(s.scalars(select(ImageRow.id).where(ImageRow.id.not_in(have))))
 
+    def delete_vectors(self, model: str, ids: Iterable[int]) -> None:
+        """Drop the vectors of these images under `model`."""
+        ids = list(ids)
+        with self.session() as s, s.begin():
+            s.execute(delete(Embedding).where(Embedding.model == model,
+                                              Embedding.image_id.in_(ids)))
+
     def models(self) -> dict[str, int]:
         """Vector counts per model id."""
         with self.session() as s:
@@ -392,12 +415,19 @@ class Store:
                     added_at=now,
                 )
                 _apply_annotations(row, item.title, item.description, item.tags)
+                vectors = list(item.extra_vectors)
                 if item.vector is not None and item.model is not None:
-                    vec = np.ascontiguousarray(item.vector, dtype=np.float32)
+                    vectors.insert(0, (item.model, item.vector, item.norm))
+                for model, vector, norm in vectors:
+                    vec = np.ascontiguousarray(vector, dtype=np.float32)
                     row.embeddings.append(
-                        Embedding(model=item.model, dim=int(vec.shape[0]), vector=vec.tobytes(),
-                                  norm=float(item.norm))
+                        Embedding(model=model, dim=int(vec.shape[0]), vector=vec.tobytes(),
+                                  norm=float(norm))
                     )
+                manual = set(clean_tags(item.tags))
+                for tag, conf in item.auto_tags:
+                    if tag not in manual:
+                        row.tags.append(Tag(tag=tag, source=AUTO, confidence=float(conf)))
                 s.add(row)
                 s.flush()
                 ids.append(row.id)
@@ -442,6 +472,42 @@ class Store:
             s.refresh(row)
             return _record(row)
 
+    def set_auto_tags(self, image_id: int, tags: Sequence[tuple[str, float]]) -> ImageRecord:
+        """Replace an image's machine-made tags (a tag already given by hand is skipped)."""
+        with self.session() as s, s.begin():
+            row = s.get(ImageRow, image_id)
+            if row is None:
+                raise NotFoundError(f"no image with id {image_id}")
+            manual = {t.tag for t in row.tags if t.source == MANUAL}
+            wanted = {t: c for t, c in tags if t not in manual}
+            for obj in [t for t in row.tags if t.source == AUTO]:
+                if obj.tag in wanted:
+                    obj.confidence = float(wanted.pop(obj.tag))
+                else:
+                    row.tags.remove(obj)
+            for tag, conf in wanted.items():
+                row.tags.append(Tag(tag=tag, source=AUTO, confidence=float(conf)))
+            s.flush()
+            s.refresh(row)
+            return _record(row)
+
+    def review_auto_tag(self, image_id: int, tag: str, confirm: bool) -> ImageRecord:
+        """Confirm a machine-made tag (it becomes a manual tag) or reject it (it is removed)."""
+        with self.session() as s, s.begin():
+            row = s.get(ImageRow, image_id)
+            if row is None:
+                raise NotFoundError(f"no image with id {image_id}")
+            found = [t for t in row.tags if t.source == AUTO and t.tag == tag]
+            if not found:
+                raise NotFoundError(f"image {image_id} has no machine-made tag {tag!r}")
+            row.tags.remove(found[0])
+            s.flush()
+            if confirm and tag not in {t.tag for t in row.tags if t.source == MANUAL}:
+                row.tags.append(Tag(tag=tag, source=MANUAL))
+            s.flush()
+            s.refresh(row)
+            return _record(row)
+
     def remove(self, ids: Iterable[int]) -> list[int]:
         """Delete images (with annotations and vectors); returns the ids that existed."""
         ids = list(ids)
@@ -479,6 +545,9 @@ def _apply_annotations(row: ImageRow, title: str, description: str, tags: Sequen
     for tag in wanted:
         if tag not in current:
             row.tags.append(Tag(tag=tag, source=MANUAL))
+    # A machine-made tag that a person now gives by hand is theirs: drop the auto copy.
+    for obj in [t for t in row.tags if t.source == AUTO and t.tag in wanted]:
+        row.tags.remove(obj)
 
 
 def open_store(db_path: Path) -> Store:
@@ -492,7 +561,12 @@ def open_store(db_path: Path) -> Store:
     try:
         migrate(engine)
     except OperationalError as e:
+        engine.dispose()
         raise StorageError(f"database {db_path} is unusable: {e.orig}") from None
     except IntegrityError as e:  # pragma: no cover - schema damage
+        engine.dispose()
         raise StorageError(f"database {db_path} failed to migrate: {e.orig}") from None
+    except DatabaseError as e:
+        engine.dispose()
+        raise StorageError(f"database {db_path} is unusable: {e.orig}") from None
     return Store(engine)

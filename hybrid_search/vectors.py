@@ -64,6 +64,8 @@ class VectorIndex:
     def add(self, ids: Iterable[int], vectors: np.ndarray, norms: np.ndarray | None = None) -> None:
         """Add or replace rows; vectors must be unit length, norms are the raw lengths."""
         ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+        if not len(ids):
+            return
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
         norms_arr = (
             np.ones(len(ids), dtype=np.float32)
@@ -80,14 +82,15 @@ class VectorIndex:
                 raise ValueError(
                     f"vector dimension {vectors.shape[1]} != index dimension {self.dim}"
                 )
-            fresh = []
+            pending: dict[int, int] = {}  # id -> last position in this call
             for n, i in enumerate(ids.tolist()):
                 row = self._pos.get(i)
                 if row is None:
-                    fresh.append(n)
+                    pending[i] = n
                 else:
                     self._matrix[row] = vectors[n]
                     self._norms[row] = norms_arr[n]
+            fresh = list(pending.values())
             if not fresh:
                 return
             need = self._count + len(fresh)
@@ -171,6 +174,11 @@ def top_k(
         ids, scores = ids[keep], scores[keep]
     if k <= 0 or not len(ids):
         return []
-    part = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
-    order = part[np.lexsort((ids[part], -scores[part]))]
+    if k < len(ids):
+        # Everything tied with the k-th best is kept, so the tie-break by id is exact.
+        kth = np.partition(-scores, k - 1)[k - 1]
+        part = np.flatnonzero(-scores <= kth)
+    else:
+        part = np.arange(len(ids))
+    order = part[np.lexsort((ids[part], -scores[part]))][:k]
     return [(int(ids[j]), float(scores[j])) for j in order]

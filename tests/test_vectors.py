@@ -169,6 +169,20 @@ def test_remove_moves_last_row(data: tuple[np.ndarray, np.ndarray, np.ndarray]) 
     assert [i for i, _ in got] == [int(sub_ids[j]) for j in np.argsort(dist)]
     np.testing.assert_allclose([-s for _, s in got], np.sort(dist), rtol=1e-4, atol=1e-3)
 
+    # New rows reuse the freed tail; the moved ids must still point at their own rows.
+    index.add([int(ids[10]), int(ids[11])], matrix[10:12], norms[10:12])
+    for j in [*remaining, 10, 11]:
+        got_row = index.get(int(ids[j]))
+        assert got_row is not None
+        np.testing.assert_array_equal(got_row[0], matrix[j])
+    # Removing a moved id removes that id, not whatever row its old position holds now.
+    index.remove([last])
+    assert len(index) == 9
+    assert last not in index
+    left = [i for i, _ in index.search(matrix[0], 20)]
+    assert last not in left
+    assert sorted(left) == sorted(int(ids[j]) for j in [*remaining, 10, 11] if j != 9)
+
 
 def test_remove_everything_then_add_again() -> None:
     rng = np.random.default_rng(2)
