@@ -188,6 +188,31 @@ def reindex_cmd(obj: Context, embeddings: bool) -> None:
                 click.echo(f"  failed: {path}: {reason}", err=True)
 
 
+@main.command("check")
+@click.option("--repair", "do_repair", is_flag=True, help="Fix what can be fixed.")
+@click.option("--quick", is_flag=True, help="Skip the per-file checks of source files.")
+@click.pass_obj
+def check_cmd(obj: Context, do_repair: bool, quick: bool) -> None:
+    """Verify the data directory; exit status 1 naming each problem found."""
+    from .check import check, repair
+
+    with _errors(), obj.collection() as col:
+        if do_repair:
+            with _progress("repair") as progress:
+                problems = repair(col, progress=progress)
+        else:
+            problems = check(col, quick=quick)
+    if not problems:
+        click.echo("ok: database, text index, vectors and files agree")
+        return
+    for problem in problems:
+        fix = "" if problem.repairable else " (cannot be repaired)"
+        click.echo(f"problem: {problem}{fix}", err=True)
+    if not do_repair:
+        click.echo("run `hybrid-search check --repair` to fix what can be fixed", err=True)
+    sys.exit(1)
+
+
 @main.command("stats")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
@@ -276,6 +301,27 @@ def evaluate_images_cmd(obj: Context, ground_truth: str, root: str | None,
     _echo_json(result)
 
 
+@evaluate_grp.command("captions")
+@click.option("--ground-truth", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="CSV with columns file,caption (several rows per photo).")
+@click.option("--root", type=click.Path(file_okay=False, exists=True),
+              help="Folder the files are relative to (default: the CSV's folder).")
+@click.option("--annotate-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of photos whose first caption is stored as their annotation.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_obj
+def evaluate_captions_cmd(obj: Context, ground_truth: str, root: str | None,
+                          annotate_fraction: float, seed: int) -> None:
+    """Captions as queries for their own photo: R@1/5/10 and MRR per mode (JSON on stdout)."""
+    from .evaluate import evaluate_captions
+
+    with _errors(), obj.collection() as col, _progress("evaluate") as progress:
+        result = evaluate_captions(col, Path(ground_truth), Path(root) if root else None,
+                                   annotate_fraction=annotate_fraction, seed=seed,
+                                   progress=progress)
+    _echo_json(result)
+
+
 @main.command("serve")
 @click.option("--host", help="Address to listen on (setting host).")
 @click.option("--port", type=int, help="Port to listen on (setting port).")
@@ -300,6 +346,48 @@ def _build_demo(obj: Context) -> None:
         report = ingest(col, [PHOTOS_DIR], annotations=ANNOTATIONS_CSV, progress=progress)
         click.echo(f"demo collection in {col.root}: added {len(report.added)}, "
                    f"already there {len(report.duplicates)}", err=True)
+
+
+@main.group("models")
+def models_grp() -> None:
+    """List and download image models (CLIP weights are never downloaded while searching)."""
+
+
+@models_grp.command("list")
+@click.option("--cached", is_flag=True, help="Only weights already on this machine.")
+def models_list_cmd(cached: bool) -> None:
+    """The bundled model and the open_clip models with their pretrained tags."""
+    from .clip import available_models, cached_weights
+
+    click.echo("efficientnet-lite0  (bundled, offline, the default)")
+    with _errors():
+        for name, tags in available_models():
+            marks = [f"{t}*" if cached_weights(name, t) is not None else t for t in tags]
+            if cached and not any(m.endswith("*") for m in marks):
+                continue
+            click.echo(f"clip:{name}  " + (", ".join(marks) or "(local checkpoint only)"))
+    click.echo("* = weights in the local cache")
+
+
+@models_grp.command("download")
+@click.argument("name")
+@click.option("--pretrained", help="open_clip pretrained tag (default: the model's first).")
+def models_download_cmd(name: str, pretrained: str | None) -> None:
+    """Download CLIP weights NAME (e.g. ViT-B-32) into the local cache, with progress."""
+    from .clip import available_models, download
+    from .exceptions import ConfigError
+
+    name = name.removeprefix("clip:")
+    with _errors():
+        if pretrained is None:
+            tags = dict(available_models()).get(name)
+            if not tags:
+                raise ConfigError(f"no pretrained tags known for {name}; pass --pretrained")
+            pretrained = tags[0]
+        path = download(name, pretrained, progress=True)
+    click.echo(f"downloaded {name} ({pretrained}) to {path}")
+    click.echo(f"use it: HYBRID_SEARCH_MODEL=clip:{name} HYBRID_SEARCH_CLIP_PRETRAINED={pretrained}"
+               " hybrid-search reindex --embeddings")
 
 
 @main.command("demo")

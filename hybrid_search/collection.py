@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,18 +21,21 @@ from .storage import ImageRecord, NewImage, Store, open_store
 from .text_index import TextDoc, TextIndex
 from .vectors import VectorIndex
 
-__all__ = ["Collection", "DB_NAME", "TEXT_INDEX_DIR", "THUMBS_DIR", "text_doc"]
+__all__ = ["DB_NAME", "SEMANTIC_MODEL", "TEXT_INDEX_DIR", "THUMBS_DIR", "Collection", "text_doc"]
 
 DB_NAME = "hybrid-search.db"
+SEMANTIC_MODEL = "minilm-l6-v2/annotations"
+DERIVED_DIR = "derived"
 TEXT_INDEX_DIR = "whoosh"
 THUMBS_DIR = "thumbs"
 ORIGINALS_DIR = "originals"
 
 
 def text_doc(record: ImageRecord) -> TextDoc:
-    """The Whoosh document of an image's manual annotations."""
+    """The Whoosh document of an image's annotations (manual, and machine-made tags)."""
     return TextDoc(
-        id=record.id, title=record.title, description=record.description, tags=record.tags
+        id=record.id, title=record.title, description=record.description, tags=record.tags,
+        auto_tags=tuple(t for t, _ in record.auto_tags),
     )
 
 
@@ -56,7 +60,7 @@ class Collection:
                 "description": settings.boost_description,
             },
         )
-        self._vectors: VectorIndex | None = None
+        self._indexes: dict[str, VectorIndex] = {}
         self._unannotated: set[int] | None = None
         self._lock = threading.RLock()
         self._sync_text_index()
@@ -64,7 +68,9 @@ class Collection:
     # -- derived state ---------------------------------------------------------------------
     @property
     def model_id(self) -> str:
-        """Id of the active image model; vectors of other models are never searched."""
+        """Id of the active image model and weights; vectors of others are never searched."""
+        if str(self.settings.model).startswith("clip:"):
+            return str(self.embedder.model_id)
         return str(self.settings.model)
 
     @property
@@ -79,12 +85,63 @@ class Collection:
 
     @property
     def vectors(self) -> VectorIndex:
-        """The in-memory matrix of the active model's vectors, loaded on first use."""
+        """The in-memory matrix of the active image model's vectors, loaded on first use."""
+        return self.vector_index(self.model_id)
+
+    def vector_index(self, model: str) -> VectorIndex:
+        """The in-memory matrix of one model's vectors, loaded from the database on first use."""
         with self._lock:
-            if self._vectors is None:
-                ids, matrix, norms = self.store.load_vectors(self.model_id)
-                self._vectors = VectorIndex.from_arrays(ids, matrix, norms)
-            return self._vectors
+            index = self._indexes.get(model)
+            if index is None:
+                ids, matrix, norms = self.store.load_vectors(model)
+                index = self._indexes[model] = VectorIndex.from_arrays(ids, matrix, norms)
+            return index
+
+    @property
+    def is_clip(self) -> bool:
+        """Whether the active image model is a CLIP model (with a text tower)."""
+        return self.model_id.startswith("clip:")
+
+    @property
+    def text_embedder(self) -> Any:
+        """MiniLM sentence embeddings (bundled; loaded lazily)."""
+        from .text_embedding import get_text_embedder
+
+        return get_text_embedder()
+
+    @property
+    def conse(self) -> Any:
+        """The zero-shot words-to-image mapping for the bundled CNN (ConSE)."""
+        from .zeroshot import default_conse
+
+        return default_conse(self.text_embedder, cache_dir=self.root / DERIVED_DIR)
+
+    @property
+    def visual_model_id(self) -> str | None:
+        """Model id of the vectors that query words are compared with, or None if disabled."""
+        if not self.settings.zero_shot:
+            return None
+        if self.is_clip:
+            return self.model_id
+        return str(self.conse.model_id)
+
+    def visual_query(self, texts: Sequence[str]) -> np.ndarray:
+        """Query words as vectors comparable with `visual_model_id`'s image vectors."""
+        if self.is_clip:
+            return self.embedder.encode_texts(list(texts))  # type: ignore[attr-defined]
+        return self.conse.query_vectors(list(texts))
+
+    def semantic_query(self, texts: Sequence[str]) -> np.ndarray:
+        """Query words as vectors comparable with the annotations' meaning vectors."""
+        return self.text_embedder.encode_texts(list(texts))
+
+    def semantic_vectors(self, records: Sequence[ImageRecord]) -> list[tuple[int, np.ndarray]]:
+        """Meaning vectors of the annotated records among `records`."""
+        texts = [(r.id, r.annotation_text) for r in records if r.annotation_text]
+        if not texts:
+            return []
+        vecs = self.text_embedder.encode_texts([t for _, t in texts])
+        return [(i, v) for (i, _), v in zip(texts, vecs, strict=True)]
 
     def unannotated_ids(self) -> set[int]:
         """Images with no manual words: the text signal cannot judge them."""
@@ -108,7 +165,7 @@ class Collection:
             docs = [text_doc(r) for r in self.store.iter_records()]
             self.text.rebuild(docs)
             self._unannotated = None
-            self._vectors = None
+            self._indexes.clear()
             return len(docs)
 
     # -- writes ----------------------------------------------------------------------------
@@ -120,23 +177,30 @@ class Collection:
             if not new:
                 return ids
             self.text.upsert(
-                TextDoc(id=i, title=it.title, description=it.description, tags=it.tags)
+                TextDoc(id=i, title=it.title, description=it.description, tags=it.tags,
+                        auto_tags=tuple(t for t, _ in it.auto_tags))
                 for i, it in new
             )
             if self._unannotated is not None:
                 self._unannotated.update(
                     i for i, it in new if not (it.title or it.description or it.tags)
                 )
-            if self._vectors is not None:
-                with_vec = [(i, it) for i, it in new if it.vector is not None
-                            and it.model == self.model_id]
-                if with_vec:
-                    self._vectors.add(
-                        [i for i, _ in with_vec],
-                        np.stack([it.vector for _, it in with_vec]),  # type: ignore[misc]
-                        np.array([it.norm for _, it in with_vec], dtype=np.float32),
-                    )
+            by_model: dict[str, list[tuple[int, np.ndarray, float]]] = {}
+            for i, it in new:
+                if it.vector is not None and it.model is not None:
+                    by_model.setdefault(it.model, []).append((i, it.vector, it.norm))
+                for model, vec, norm in it.extra_vectors:
+                    by_model.setdefault(model, []).append((i, vec, norm))
+            for model, rows in by_model.items():
+                self._update_index(model, rows)
             return ids
+
+    def _update_index(self, model: str, rows: Sequence[tuple[int, np.ndarray, float]]) -> None:
+        """Add rows to a loaded in-memory index (an index not loaded yet reads the database)."""
+        index = self._indexes.get(model)
+        if index is not None and rows:
+            index.add([i for i, _, _ in rows], np.stack([v for _, v, _ in rows]),
+                      np.array([n for _, _, n in rows], dtype=np.float32))
 
     def annotate(
         self,
@@ -160,6 +224,40 @@ class Collection:
                     self._unannotated.discard(record.id)
                 else:
                     self._unannotated.add(record.id)
+            self._refresh_semantic([record])
+            return record
+
+    def _refresh_semantic(self, records: Sequence[ImageRecord]) -> None:
+        """Recompute (or drop) the meaning vectors of records whose annotations changed."""
+        if not self.settings.semantic:
+            return
+        vectors = self.semantic_vectors(records)
+        have = {i for i, _ in vectors}
+        gone = [r.id for r in records if r.id not in have]
+        if vectors:
+            self.set_vectors(SEMANTIC_MODEL, [(i, v, 1.0) for i, v in vectors])
+        if gone:
+            self.store.delete_vectors(SEMANTIC_MODEL, gone)
+            index = self._indexes.get(SEMANTIC_MODEL)
+            if index is not None:
+                index.remove(gone)
+
+    def set_auto_tags(self, image_id: int, tags: Sequence[tuple[str, float]]) -> ImageRecord:
+        """Replace an image's machine-made tags and re-index it."""
+        with self._lock:
+            record = self.store.set_auto_tags(image_id, tags)
+            self.text.upsert([text_doc(record)])
+            return record
+
+    def review_auto_tag(self, image_id: int, tag: str, confirm: bool) -> ImageRecord:
+        """Confirm a machine-made tag (it becomes manual) or reject it, and re-index."""
+        with self._lock:
+            record = self.store.review_auto_tag(image_id, tag, confirm)
+            self.text.upsert([text_doc(record)])
+            if self._unannotated is not None and record.annotated:
+                self._unannotated.discard(record.id)
+            if confirm:
+                self._refresh_semantic([record])
             return record
 
     def remove(self, ids: Iterable[int]) -> list[int]:
@@ -168,8 +266,8 @@ class Collection:
             records = self.store.get_many(list(ids))
             removed = self.store.remove(r.id for r in records)
             self.text.delete(removed)
-            if self._vectors is not None:
-                self._vectors.remove(removed)
+            for index in self._indexes.values():
+                index.remove(removed)
             if self._unannotated is not None:
                 self._unannotated.difference_update(removed)
             for r in records:
@@ -181,12 +279,7 @@ class Collection:
         """Store vectors for existing images and update the matrix if it is the active model."""
         with self._lock:
             self.store.set_vectors(model, items)
-            if self._vectors is not None and model == self.model_id and items:
-                self._vectors.add(
-                    [i for i, _, _ in items],
-                    np.stack([v for _, v, _ in items]),
-                    np.array([n for _, _, n in items], dtype=np.float32),
-                )
+            self._update_index(model, items)
 
     # -- reads -----------------------------------------------------------------------------
     def get(self, image_id: int) -> ImageRecord:

@@ -10,6 +10,7 @@ import contextlib
 import io
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -19,6 +20,8 @@ from .exceptions import ConfigError, ModelUnavailableError
 
 __all__ = [
     "EfficientNetLite0",
+    "EncodedBatch",
+    "encode_batch",
     "ImageEmbedder",
     "get_image_embedder",
     "l2_normalize",
@@ -35,6 +38,15 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """A batch through an image model: unit vectors, their raw lengths, and class logits."""
+
+    vectors: np.ndarray
+    norms: np.ndarray
+    logits: np.ndarray | None = None
 
 
 class ImageEmbedder(Protocol):
@@ -58,6 +70,19 @@ class ImageEmbedder(Protocol):
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """RGB images as an (n, dim) float32 array of L2-normalised rows."""
         ...
+
+
+def encode_batch(embedder: ImageEmbedder, batch: np.ndarray) -> EncodedBatch:
+    """Vectors, norms and (for a classifier such as EfficientNet) ImageNet logits of a batch."""
+    if isinstance(embedder, EfficientNetLite0):
+        if len(batch) == 0:
+            empty = np.zeros((0, embedder.dim), dtype=np.float32)
+            return EncodedBatch(empty, np.zeros(0, np.float32), np.zeros((0, 1000), np.float32))
+        feats, logits = embedder.features_and_logits(batch)
+        return EncodedBatch(l2_normalize(feats),
+                            np.linalg.norm(feats, axis=1).astype(np.float32), logits)
+    vectors, norms = embedder.encode_arrays_with_norms(batch)
+    return EncodedBatch(vectors, norms, None)
 
 
 class EfficientNetLite0:
@@ -160,7 +185,8 @@ def get_image_embedder(
         elif model.startswith("clip:"):
             from .clip import ClipEmbedder
 
-            embedder = ClipEmbedder(model[len("clip:"):], pretrained, device=device)
+            embedder = ClipEmbedder(model[len("clip:"):], pretrained, device=device,
+                                    threads=threads)
         else:
             raise ConfigError(
                 f"setting model: unknown model {model!r}; use 'efficientnet-lite0' or "

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Callable
+import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,15 @@ from .collection import Collection
 from .exceptions import AnnotationError
 from .ingest import ingest
 
-__all__ = ["average_precision", "evaluate_images", "read_ground_truth", "retrieval_metrics"]
+__all__ = [
+    "average_precision",
+    "evaluate_captions",
+    "evaluate_images",
+    "read_captions",
+    "read_ground_truth",
+    "recall_metrics",
+    "retrieval_metrics",
+]
 
 
 def read_ground_truth(path: Path, root: Path | None = None) -> list[tuple[Path, str]]:
@@ -118,3 +127,125 @@ def evaluate_images(
         "failed": len(report.failed),
         "added": len(report.added),
     }
+
+
+def read_captions(path: Path, root: Path | None = None) -> dict[Path, list[str]]:
+    """Captions per photo, in file order, from a CSV with columns `file,caption`."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise AnnotationError(f"cannot read captions {path}: {e}") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not {"file", "caption"} <= set(reader.fieldnames or []):
+        raise AnnotationError(f"captions {path} needs columns file,caption")
+    base = root if root is not None else path.parent
+    out: dict[Path, list[str]] = {}
+    for row in reader:
+        if not row.get("file") or not (row.get("caption") or "").strip():
+            raise AnnotationError(f"{path}, line {reader.line_num}: empty file or caption")
+        out.setdefault((base / row["file"]).resolve(), []).append(row["caption"].strip())
+    if not out:
+        raise AnnotationError(f"captions {path} lists no files")
+    return out
+
+
+def recall_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
+    """R@1/5/10 and MRR from the 1-based rank of each query's one relevant item (None: missed)."""
+    n = len(ranks)
+    if n == 0:
+        return {"R@1": 0.0, "R@5": 0.0, "R@10": 0.0, "MRR": 0.0}
+    found = [r for r in ranks if r is not None]
+    return {
+        "R@1": sum(r <= 1 for r in found) / n,
+        "R@5": sum(r <= 5 for r in found) / n,
+        "R@10": sum(r <= 10 for r in found) / n,
+        "MRR": sum(1.0 / r for r in found) / n,
+    }
+
+
+def _rank_of(ids: Sequence[int], target: int) -> int | None:
+    for n, i in enumerate(ids, start=1):
+        if i == target:
+            return n
+    return None
+
+
+def evaluate_captions(
+    collection: Collection,
+    ground_truth: Path,
+    root: Path | None = None,
+    annotate_fraction: float = 0.0,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, object]:
+    """Text-to-image retrieval on captioned photos, by words, by looks, and fused.
+
+    Ingests the photos (reusing stored ones); for a seeded fraction of them stores the first
+    caption as the photo's manual annotation (and clears the others' words), then uses every
+    other caption as a query whose one relevant photo is its own.
+    """
+    from .search import SearchRequest, search
+
+    if not 0.0 <= annotate_fraction <= 1.0:
+        raise AnnotationError(
+            f"annotate fraction must be between 0 and 1, not {annotate_fraction}"
+        )
+    captions = read_captions(ground_truth, root)
+    missing = [str(p) for p in captions if not p.is_file()]
+    if missing:
+        raise AnnotationError(f"{len(missing)} files in {ground_truth} do not exist, "
+                              f"e.g. {missing[0]}")
+    ingest(collection, list(captions), progress=progress)
+    id_of: dict[Path, int] = {}
+    for path in captions:
+        image_id = collection.store.id_for_hash(hashlib.sha256(path.read_bytes()).hexdigest())
+        if image_id is not None:
+            id_of[path] = image_id
+    photos = sorted(id_of, key=str)
+    rng = np.random.default_rng(seed)
+    n_annotated = int(round(annotate_fraction * len(photos)))
+    chosen = {photos[i] for i in rng.permutation(len(photos))[:n_annotated]}
+    for path in photos:
+        record = collection.get(id_of[path])
+        title = ""
+        description = captions[path][0] if path in chosen else ""
+        if (record.title, record.description, record.tags) != (title, description, ()):
+            collection.annotate(id_of[path], title=title, description=description, tags=())
+    queries = [(id_of[p], c) for p in photos for c in captions[p][1:]]
+    n_all = len(photos)
+    ranks: dict[str, list[int | None]] = {"text": [], "visual": [], "hybrid": []}
+    visual_model = collection.visual_model_id
+    visual_index = collection.vector_index(visual_model) if visual_model else None
+    batch = 256
+    for start in range(0, len(queries), batch):
+        chunk = queries[start : start + batch]
+        if visual_index is not None:
+            qv = collection.visual_query([c for _, c in chunk])
+            for (target, _), q in zip(chunk, qv, strict=True):
+                ids, scores = visual_index.scores(q)
+                order = ids[np.lexsort((ids, -scores))]
+                ranks["visual"].append(_rank_of(order.tolist(), target))
+        for target, caption in chunk:
+            text_hits = collection.text.search(caption, n_all)
+            ranks["text"].append(_rank_of([i for i, _ in text_hits], target))
+            fused = search(collection, SearchRequest(text=caption, limit=min(n_all, 1000)))
+            ranks["hybrid"].append(_rank_of([h.record.id for h in fused.hits], target))
+        if progress is not None:
+            progress(min(start + batch, len(queries)), len(queries))
+    result: dict[str, object] = {
+        mode: recall_metrics(r) for mode, r in ranks.items() if r
+    }
+    result.update({
+        "n_queries": len(queries),
+        "n_photos": n_all,
+        "annotated": len(chosen),
+        "annotate_fraction": annotate_fraction,
+        "seed": seed,
+        "model": collection.model_id,
+        "visual_model": visual_model,
+        "weights": {"text": collection.settings.weight_text,
+                    "semantic": collection.settings.weight_semantic,
+                    "visual": collection.settings.weight_visual},
+        "fusion": collection.settings.fusion,
+    })
+    return result

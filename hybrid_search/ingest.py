@@ -15,18 +15,19 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .annotations import Annotations, find_sidecar, load_annotation_file
-from .collection import Collection
+from .collection import SEMANTIC_MODEL, Collection
 from .decode import EXTENSIONS, decode_image
+from .embedding import encode_batch
 from .exceptions import AnnotationError, ImageDecodeError
-from .storage import NewImage, clean_tags
+from .storage import NewImage, annotation_text, clean_tags
 
 __all__ = [
     "IngestReport",
@@ -223,13 +224,10 @@ def ingest(
                     report.added.append((p.path, i))
 
     def embed(batch: list[_Prepared]) -> None:
-        vectors, norms = collection.embedder.encode_arrays_with_norms(
-            np.stack([p.array for p in batch])
-        )
-        out = []
-        for p, v, n in zip(batch, vectors, norms, strict=True):
-            out.append(_Prepared(p.path, _with_vector(p.item, v, float(n)), p.array[:0]))
-        writes.put(out)
+        items = embed_items(collection, [p.item for p in batch],
+                            np.stack([p.array for p in batch]))
+        writes.put([_Prepared(p.path, it, p.array[:0]) for p, it in zip(batch, items,
+                                                                        strict=True)])
         tick(len(batch))
 
     writer_thread = threading.Thread(target=writer, name="ingest-writer", daemon=True)
@@ -267,10 +265,43 @@ def ingest(
     return report
 
 
-def _with_vector(item: NewImage, vector: np.ndarray, norm: float) -> NewImage:
-    from dataclasses import replace
+def embed_items(
+    collection: Collection, items: Sequence[NewImage], arrays: np.ndarray
+) -> list[NewImage]:
+    """Items with every vector and machine-made tag the collection's settings ask for.
 
-    return replace(item, vector=vector, norm=norm)
+    One forward pass gives the image vectors and, for the CNN, ImageNet logits; the logits
+    give the auto-tags and the zero-shot (ConSE) vectors; annotated items also get a meaning
+    vector of their words (MiniLM).
+    """
+    settings = collection.settings
+    enc = encode_batch(collection.embedder, arrays)
+    extra: list[list[tuple[str, np.ndarray, float]]] = [[] for _ in items]
+    auto: list[tuple[tuple[str, float], ...]] = [() for _ in items]
+    if enc.logits is not None:
+        from .zeroshot import auto_tags
+
+        if settings.zero_shot:
+            conse = collection.conse
+            for n, v in enumerate(conse.image_vectors(enc.logits)):
+                extra[n].append((conse.model_id, v, 1.0))
+        if settings.auto_tags and settings.auto_tag_max > 0:
+            tags = auto_tags(enc.logits, float(settings.auto_tag_threshold),
+                             int(settings.auto_tag_max))
+            auto = [tuple(t) for t in tags]
+    if settings.semantic:
+        texts = [(n, annotation_text(it.title, it.description, it.tags))
+                 for n, it in enumerate(items)]
+        texts = [(n, t) for n, t in texts if t]
+        if texts:
+            vecs = collection.text_embedder.encode_texts([t for _, t in texts])
+            for (n, _), v in zip(texts, vecs, strict=True):
+                extra[n].append((SEMANTIC_MODEL, v, 1.0))
+    return [
+        replace(it, vector=enc.vectors[n], norm=float(enc.norms[n]),
+                extra_vectors=tuple(extra[n]), auto_tags=auto[n])
+        for n, it in enumerate(items)
+    ]
 
 
 def _id_for_path(collection: Collection, path: str) -> int | None:
@@ -308,16 +339,23 @@ def _bounded_map(
 def embed_missing(
     collection: Collection, progress: Progress | None = None
 ) -> tuple[int, list[tuple[str, str]]]:
-    """Embed, with the active model, stored images that have no vector for it.
+    """Compute every vector the active settings need and a stored image lacks.
 
-    Resumable: vectors are written batch by batch, so an interrupted run continues where it
-    stopped. Reads each image from the path it was ingested from.
+    That is the image model's vectors, the zero-shot vectors and the annotation-meaning
+    vectors; after switching model this re-embeds the collection. Resumable: vectors are
+    written batch by batch, and each run starts from what is still missing. Images are read
+    from the path they were ingested from. Returns (images embedded, failures).
     """
-    ids = collection.store.ids_without_vector(collection.model_id)
-    records = collection.store.get_many(ids)
+    settings = collection.settings
+    visual = collection.visual_model_id if not collection.is_clip else None
+    need_pixels = set(collection.store.ids_without_vector(collection.model_id))
+    if visual is not None:
+        need_pixels |= set(collection.store.ids_without_vector(visual))
     failed: list[tuple[str, str]] = []
     done = 0
-    batch_size = int(collection.settings.batch_size)
+    batch_size = int(settings.batch_size)
+    records = collection.store.get_many(sorted(need_pixels))
+    total = len(records)
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
         arrays, kept = [], []
@@ -333,16 +371,37 @@ def embed_missing(
                 failed.append((rec.path, e.reason))
                 continue
             arrays.append(array)
-            kept.append(rec.id)
+            kept.append(rec)
         if arrays:
-            vecs, norms = collection.embedder.encode_arrays_with_norms(np.stack(arrays))
-            collection.set_vectors(
-                collection.model_id,
-                [(i, v, float(n)) for i, v, n in zip(kept, vecs, norms, strict=True)],
-            )
+            enc = encode_batch(collection.embedder, np.stack(arrays))
+            collection.set_vectors(collection.model_id, [
+                (r.id, v, float(n)) for r, v, n in zip(kept, enc.vectors, enc.norms, strict=True)
+            ])
+            if enc.logits is not None:
+                from .zeroshot import auto_tags
+
+                if visual is not None:
+                    conse = collection.conse
+                    collection.set_vectors(visual, [
+                        (r.id, v, 1.0)
+                        for r, v in zip(kept, conse.image_vectors(enc.logits), strict=True)
+                    ])
+                if settings.auto_tags and settings.auto_tag_max > 0:
+                    tags = auto_tags(enc.logits, float(settings.auto_tag_threshold),
+                                     int(settings.auto_tag_max))
+                    for r, t in zip(kept, tags, strict=True):
+                        if not r.auto_tags:
+                            collection.set_auto_tags(r.id, t)
             done += len(kept)
         if progress is not None:
-            progress(min(start + batch_size, len(records)), len(records))
+            progress(min(start + batch_size, total), total)
+    if settings.semantic:
+        missing = set(collection.store.ids_without_vector(SEMANTIC_MODEL))
+        todo = [r for r in collection.store.get_many(sorted(missing)) if r.annotation_text]
+        for start in range(0, len(todo), 256):
+            chunk = todo[start : start + 256]
+            collection.set_vectors(SEMANTIC_MODEL,
+                                   [(i, v, 1.0) for i, v in collection.semantic_vectors(chunk)])
     return done, failed
 
 
@@ -372,11 +431,8 @@ def add_upload(
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, target)
-    vecs, norms = collection.embedder.encode_arrays_with_norms(array[None, ...])
-    from dataclasses import replace
-
-    item = replace(item, path=str(target), filename=safe_name, vector=vecs[0],
-                   norm=float(norms[0]))
+    item = replace(item, path=str(target), filename=safe_name)
+    (item,) = embed_items(collection, [item], array[None, ...])
     try:
         (new_id,) = collection.add([item])
     except BaseException:

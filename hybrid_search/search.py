@@ -1,9 +1,16 @@
 """Answering a query: words, an image, or both, fused into one ranked page of results.
 
-Each signal returns its best `max(candidates, offset + limit)` ids with raw scores: the text
-signal from Whoosh (BM25F), the image signal from exact nearest neighbours over the vector
-matrix. `fusion.fuse` turns them into one ranking (see its docstring for what an image
-missing from one list gets), and the database loads the page's rows in rank order.
+Each signal returns its best `max(candidates, offset + limit)` ids with raw scores:
+
+* `text`: Whoosh, BM25F over the annotations (manual words and machine-made tags);
+* `semantic`: the words' meaning (MiniLM) against each annotation's meaning;
+* `visual`: the words against what each photo shows (ConSE, or CLIP's text tower);
+* `image`: a query image (uploaded, or a stored one) against the image vectors.
+
+The words' side shares `1 - alpha` in proportion to the settings `weight_text`,
+`weight_semantic` and `weight_visual`; the image side gets `alpha`. `fusion.fuse` turns the
+lists into one ranking (see its docstring for what an image missing from one list gets), and
+the database loads the page's rows in rank order.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .collection import Collection
+from .collection import SEMANTIC_MODEL, Collection
 from .decode import decode_image
 from .exceptions import QueryError
 from .fusion import fuse
@@ -23,7 +30,7 @@ from .vectors import top_k
 
 __all__ = ["SearchHit", "SearchRequest", "SearchResponse", "search"]
 
-SIGNALS = ("text", "image")
+SIGNALS = ("text", "semantic", "visual", "image")
 MAX_LIMIT = 1000
 MAX_OFFSET = 100_000
 
@@ -85,6 +92,9 @@ class SearchResponse:
     normalization: str
     signals: list[str]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    corrected_query: str | None = None
+    suggestion: str | None = None
+    weights: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready dict."""
@@ -97,6 +107,9 @@ class SearchResponse:
             "fusion": self.fusion,
             "normalization": self.normalization,
             "signals": self.signals,
+            "weights": self.weights,
+            "corrected_query": self.corrected_query,
+            "suggestion": self.suggestion,
             "timings_ms": self.timings_ms,
         }
 
@@ -141,58 +154,98 @@ def query_vector(collection: Collection, req: SearchRequest) -> tuple[np.ndarray
     return None
 
 
+def _text_side_weights(collection: Collection, present: list[str]) -> dict[str, float]:
+    s = collection.settings
+    raw = {"text": s.weight_text, "semantic": s.weight_semantic, "visual": s.weight_visual}
+    return {name: float(raw[name]) for name in present}
+
+
 def search(collection: Collection, req: SearchRequest) -> SearchResponse:
     """Run one query against the collection."""
     t0 = time.perf_counter()
+    settings = collection.settings
     alpha, method, norm, limit, offset = _validated(collection, req)
     text = (req.text or "").strip()
     if not text and req.image_bytes is None and req.image_id is None:
         raise QueryError("give search words, a query image, or both")
-    k = max(int(collection.settings.candidates), offset + limit)
+    k = max(int(settings.candidates), offset + limit)
     timings: dict[str, float] = {}
     ranked: dict[str, list[tuple[int, float]]] = {}
     not_applicable: dict[str, set[int]] = {}
-    all_scores: tuple[np.ndarray, np.ndarray] | None = None
+    all_scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    corrected: str | None = None
+    suggestion: str | None = None
 
     if text:
         t = time.perf_counter()
-        ranked["text"] = collection.text.search(text, k)
-        not_applicable["text"] = collection.unannotated_ids()
+        hits = collection.text.search(text, k)
+        correction = collection.text.correct(text) if hasattr(collection.text, "correct") else None
+        if correction is not None:
+            if not hits and settings.autocorrect:
+                corrected = correction.corrected
+                hits = collection.text.search(corrected, k)
+            else:
+                suggestion = correction.corrected
+        ranked["text"] = hits
+        unannotated = collection.unannotated_ids()
+        # A photo with no words of its own is not judged by words, unless its machine-made
+        # tags matched, in which case the match counts.
+        matched = {i for i, _ in hits}
+        not_applicable["text"] = unannotated - matched if matched & unannotated else unannotated
         timings["text"] = (time.perf_counter() - t) * 1000
+        words = corrected or text
+        if settings.semantic:
+            t = time.perf_counter()
+            q = collection.semantic_query([words])[0]
+            scores = collection.vector_index(SEMANTIC_MODEL).scores(q)
+            ranked["semantic"] = top_k(*scores, k)
+            not_applicable["semantic"] = unannotated
+            timings["semantic"] = (time.perf_counter() - t) * 1000
+        visual = collection.visual_model_id
+        if visual is not None:
+            t = time.perf_counter()
+            q = collection.visual_query([words])[0]
+            all_scores["visual"] = collection.vector_index(visual).scores(q)
+            ranked["visual"] = top_k(*all_scores["visual"], k)
+            timings["visual"] = (time.perf_counter() - t) * 1000
 
     qv = query_vector(collection, req) if (req.image_bytes or req.image_id is not None) else None
     if qv is not None:
         t = time.perf_counter()
         vec, qnorm = qv
-        metric = str(collection.settings.metric)
-        vectors = collection.vectors
-        all_scores = vectors.scores(vec, metric, qnorm)
+        all_scores["image"] = collection.vectors.scores(vec, str(settings.metric), qnorm)
         exclude = [req.image_id] if req.image_id is not None else []
-        ranked["image"] = top_k(*all_scores, k, exclude=exclude)
+        ranked["image"] = top_k(*all_scores["image"], k, exclude=exclude)
         timings["image"] = (time.perf_counter() - t) * 1000
 
     t = time.perf_counter()
-    if len(ranked) == 1:
-        weights = {name: 1.0 for name in ranked}
-    else:
-        weights = {"text": 1.0 - alpha, "image": alpha}
+    text_side = [name for name in ("text", "semantic", "visual") if name in ranked]
+    weights = _text_side_weights(collection, text_side)
+    total_text = sum(weights.values())
+    if "image" in ranked:
+        if total_text > 0:
+            weights = {n: (1.0 - alpha) * w / total_text for n, w in weights.items()}
+            weights["image"] = alpha
+        else:
+            weights = {"image": 1.0}
     fused = fuse(ranked, weights, method=method, normalization=norm,
-                 k=int(collection.settings.rrf_k), not_applicable=not_applicable,
+                 k=int(settings.rrf_k), not_applicable=not_applicable,
                  lower_bounds={"text": 0.0})
     if req.image_id is not None:
         fused = [h for h in fused if h.id != req.image_id]
     page = fused[offset : offset + limit]
     records = {r.id: r for r in collection.store.get_many([h.id for h in page])}
-    image_lookup = _score_lookup(all_scores, [h.id for h in page])
-    hits = []
+    lookups = {name: _score_lookup(sc, [h.id for h in page]) for name, sc in all_scores.items()}
+    hits_out = []
     for n, h in enumerate(page):
         rec = records.get(h.id)
         if rec is None:  # removed between the index read and the row read
             continue
         signals = {name: h.signals.get(name) for name in SIGNALS}
-        if "image" in ranked and signals["image"] is None:
-            signals["image"] = image_lookup.get(h.id)
-        hits.append(
+        for name, lookup in lookups.items():
+            if signals[name] is None:
+                signals[name] = lookup.get(h.id)
+        hits_out.append(
             SearchHit(
                 rank=offset + n + 1,
                 record=rec,
@@ -204,7 +257,7 @@ def search(collection: Collection, req: SearchRequest) -> SearchResponse:
     timings["fuse_and_load"] = (time.perf_counter() - t) * 1000
     timings["total"] = (time.perf_counter() - t0) * 1000
     return SearchResponse(
-        hits=hits,
+        hits=hits_out,
         total=len(fused),
         offset=offset,
         limit=limit,
@@ -213,6 +266,9 @@ def search(collection: Collection, req: SearchRequest) -> SearchResponse:
         normalization=norm,
         signals=list(ranked),
         timings_ms={k2: round(v, 3) for k2, v in timings.items()},
+        corrected_query=corrected,
+        suggestion=suggestion,
+        weights={n: round(w, 4) for n, w in weights.items()},
     )
 
 

@@ -64,6 +64,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("boost_title", 3.0, "BM25F weight of the title field.", minimum=0.0),
     Setting("boost_tags", 2.0, "BM25F weight of the tags field.", minimum=0.0),
     Setting("boost_description", 1.0, "BM25F weight of the description field.", minimum=0.0),
+    Setting("boost_auto_tags", 0.5, "BM25F weight of machine-made tags (below manual tags).",
+            minimum=0.0),
+    Setting("auto_tags", True, "Tag new photos with the CNN's ImageNet labels (source 'auto').",),
+    Setting("auto_tag_threshold", 0.3, "Smallest ImageNet probability that becomes an auto-tag.",
+            minimum=0.0, maximum=1.0),
+    Setting("auto_tag_max", 5, "Most auto-tags per photo.", minimum=0, maximum=50),
+    Setting("zero_shot", True, "Let words find photos by what they show (ConSE with the bundled "
+            "models, or CLIP's text tower when a CLIP model is active).",),
+    Setting("semantic", True, "Match the meaning of the words against annotations (MiniLM "
+            "sentence embeddings), so 'automobile' finds a photo annotated 'car'.",),
+    Setting("weight_text", 1.0, "Share of the keyword (BM25F) signal within the text side.",
+            minimum=0.0),
+    Setting("weight_semantic", 0.5, "Share of the annotation-meaning signal within the text side.",
+            minimum=0.0),
+    Setting("weight_visual", 0.5, "Share of the words-to-pixels (zero-shot) signal within the "
+            "text side.", minimum=0.0),
+    Setting("synonyms_file", "", "Synonyms and abbreviations applied to queries (empty: the "
+            "shipped config/synonyms.txt).",),
+    Setting("autocorrect", True, "When words match nothing, search the closest known words "
+            "instead and say so.",),
     Setting("max_image_pixels", 50_000_000, "Largest image (width x height) accepted; "
             "a guard against decompression bombs.", minimum=1),
     Setting("max_upload_bytes", 50 * 1024 * 1024, "Largest file accepted by ingest and upload.",

@@ -40,6 +40,7 @@ __all__ = [
     "ImageRow",
     "Store",
     "Tag",
+    "annotation_text",
     "open_store",
 ]
 
@@ -152,8 +153,7 @@ class ImageRecord:
     @property
     def annotation_text(self) -> str:
         """Title, tags and description as one text (for text embeddings)."""
-        parts = [self.title, ", ".join(self.tags), self.description]
-        return ". ".join(p for p in parts if p)
+        return annotation_text(self.title, self.description, self.tags)
 
     @property
     def annotated(self) -> bool:
@@ -200,6 +200,12 @@ class NewImage:
     extra_vectors: tuple[tuple[str, np.ndarray, float], ...] = ()
     # Machine-made tags: (tag, confidence).
     auto_tags: tuple[tuple[str, float], ...] = ()
+
+
+def annotation_text(title: str, description: str, tags: Sequence[str]) -> str:
+    """Title, tags and description joined into one text, for sentence embeddings."""
+    parts = [title.strip(), ", ".join(tags), description.strip()]
+    return ". ".join(p for p in parts if p)
 
 
 def _record(row: ImageRow) -> ImageRecord:

@@ -10,7 +10,8 @@ Query language understood by :meth:`TextIndex.search`:
 * ``AND``, ``OR``, ``NOT`` (upper case) and parentheses combine clauses; ``a NOT b`` means
   "a, excluding b" (not "a or anything without b");
 * ``-word`` / ``-"a phrase"`` excludes, ``+word`` requires;
-* ``title:word``, ``description:word``, ``tags:word`` (alias ``tag:word``) restrict to one field;
+* ``title:word``, ``description:word``, ``tags:word`` (alias ``tag:word``) and ``auto_tags:word``
+  (alias ``auto:word``, the machine-made labels) restrict to one field;
 * ``word*`` is a prefix search, and a lone ``*`` matches every annotated photo;
 * a query made only of exclusions (``-car``, ``NOT car``) returns every photo that does not
   match, all with the same score.
@@ -18,11 +19,18 @@ Query language understood by :meth:`TextIndex.search`:
 Nothing a user types makes :meth:`TextIndex.search` raise: a query the parser cannot make sense
 of is searched again as its bare words (``foo:bar`` searches ``foo bar``), and a query of only
 stop words returns no results.
+
+Words are folded to American spelling before stemming, when indexing and when querying alike
+(``colour`` finds ``color``; see :mod:`hybrid_search.spelling`). Synonym rules, if given, apply at
+query time: a word, or a quoted phrase, with synonyms also searches them, a little down-weighted.
+:meth:`TextIndex.correct` proposes a corrected query for words the collection does not contain;
+:meth:`TextIndex.search` never corrects on its own.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import os
@@ -39,24 +47,49 @@ from types import TracebackType
 
 from whoosh import index, scoring
 from whoosh import query as wq
-from whoosh.analysis import Analyzer, StemmingAnalyzer
-from whoosh.fields import NUMERIC, TEXT, Schema
+from whoosh.analysis import (
+    Analyzer,
+    LowercaseFilter,
+    RegexTokenizer,
+    StemFilter,
+    StopFilter,
+)
+from whoosh.fields import NUMERIC, TEXT, FieldType, Schema
 from whoosh.filedb.filestore import FileStorage
 from whoosh.lang import porter2
 from whoosh.qparser import MultifieldParser, OrGroup, QueryParser, plugins, syntax
+from whoosh.reading import IndexReader
 from whoosh.searching import Searcher
 from whoosh.util.filelock import LockBase
 from whoosh.writing import IndexWriter
 
 from hybrid_search.exceptions import ConfigError, StorageError
+from hybrid_search.spelling import Correction, Speller, Synonyms, VariantFilter
 
-__all__ = ["DEFAULT_BOOSTS", "TEXT_FIELDS", "TextDoc", "TextIndex", "make_analyzer"]
+__all__ = [
+    "DEFAULT_BOOSTS",
+    "SYNONYM_BOOST",
+    "TEXT_FIELDS",
+    "Correction",
+    "TextDoc",
+    "TextIndex",
+    "make_analyzer",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BOOSTS: dict[str, float] = {"title": 3.0, "tags": 2.0, "description": 1.0}
-TEXT_FIELDS: tuple[str, ...] = ("title", "tags", "description")
-FIELD_ALIASES: dict[str, list[str]] = {"tags": ["tag"]}
+DEFAULT_BOOSTS: dict[str, float] = {
+    "title": 3.0,
+    "tags": 2.0,
+    "description": 1.0,
+    "auto_tags": 0.5,
+}
+TEXT_FIELDS: tuple[str, ...] = ("title", "tags", "description", "auto_tags")
+FIELD_ALIASES: dict[str, list[str]] = {"tags": ["tag"], "auto_tags": ["auto"]}
+# Every word of every text field as written (lower-case, not stemmed), only for corrections.
+SURFACE_FIELD = "surface"
+SURFACE_MAX_CHARS = 40
+SYNONYM_BOOST = 0.8  # a synonym's match counts a little less than the word typed
 TAG_SEPARATOR = ", "
 MAX_QUERY_CHARS = 1000
 LOCK_TIMEOUT_S = 10.0
@@ -77,23 +110,38 @@ class TextDoc:
     title: str = ""
     description: str = ""
     tags: tuple[str, ...] = ()
+    auto_tags: tuple[str, ...] = ()
 
 
 def make_analyzer() -> Analyzer:
-    """Return the analyzer for every text field: tokenise, lower-case, drop stop words, stem."""
-    # RegexTokenizer | LowercaseFilter | StopFilter | StemFilter. Porter2 rather than Whoosh's
-    # default Porter, which leaves doubled consonants ("running" -> "runn", not "run").
-    # Only module-level functions, so Whoosh can pickle it into the schema.
-    return StemmingAnalyzer(stemfn=porter2.stem)
+    """Return the analyzer for every text field: tokenise, lower-case, fold US/UK spellings,
+    drop stop words, stem."""
+    # Whoosh's StemmingAnalyzer with VariantFilter before the stop words and the stemmer, which
+    # stems British and American forms apart ("colour" -> "colour", "color" -> "color").
+    # Porter2 rather than Whoosh's default Porter, which leaves doubled consonants ("running" ->
+    # "runn", not "run"). Only module-level classes and functions, so Whoosh can pickle it.
+    return (
+        RegexTokenizer()
+        | LowercaseFilter()
+        | VariantFilter()
+        | StopFilter()
+        | StemFilter(stemfn=porter2.stem)
+    )
+
+
+def _surface_analyzer() -> Analyzer:
+    """Return the analyzer of the surface field: words as written, lower-case, no stop words."""
+    return RegexTokenizer() | LowercaseFilter() | StopFilter(maxsize=SURFACE_MAX_CHARS)
 
 
 def _schema() -> Schema:
     """Return the index schema."""
+    surface = TEXT(analyzer=_surface_analyzer(), phrase=False)
+    surface.scorable = False  # never ranked, so no field lengths
     return Schema(
         id=NUMERIC(numtype=int, bits=64, stored=True, unique=True, signed=True),
-        title=TEXT(analyzer=make_analyzer()),
-        description=TEXT(analyzer=make_analyzer()),
-        tags=TEXT(analyzer=make_analyzer()),
+        surface=surface,
+        **{name: TEXT(analyzer=make_analyzer()) for name in TEXT_FIELDS},
     )
 
 
@@ -181,9 +229,10 @@ class TextIndex:
 
     Writers take Whoosh's single write lock with a timeout and raise StorageError when another
     writer holds it too long. Every search opens a fresh searcher, so it sees every committed
-    write. An index on disk that cannot be read, or was built with another schema, does not
-    stop construction: every method except :meth:`rebuild` and :meth:`close` then raises
-    StorageError until the index is rebuilt from the database.
+    write. An index on disk that cannot be read, or was built with another schema or another
+    version of the spelling tables, does not stop construction: every method except
+    :meth:`rebuild` and :meth:`close` then raises StorageError until the index is rebuilt from
+    the database.
     """
 
     def __init__(
@@ -192,16 +241,22 @@ class TextIndex:
         boosts: Mapping[str, float] | None = None,
         *,
         lock_timeout: float = LOCK_TIMEOUT_S,
+        synonyms: Synonyms | None = None,
     ) -> None:
         """Open the index in directory ``path``, creating the directory and index if missing.
 
         ``boosts`` maps field names to BM25F query-time boosts; fields left out keep their
-        DEFAULT_BOOSTS value. They only shape queries, so changing them needs no reindexing.
+        DEFAULT_BOOSTS value. ``synonyms`` are applied to queries. Neither needs reindexing.
         """
         self._path = Path(path)
         self._boosts = _check_boosts(boosts)
         self._lock_timeout = lock_timeout
         self._parser = _make_parser(self._boosts)
+        self._analyzer = make_analyzer()
+        self._synonyms: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+        self.set_synonyms(synonyms)
+        self._speller: tuple[object, Speller] | None = None  # (index state it was built for, it)
+        self._speller_lock = threading.Lock()
         self._mutex = threading.RLock()
         self._closed = False
         self._ix: index.Index | None = None
@@ -216,6 +271,14 @@ class TextIndex:
         if not os.access(self._path, os.R_OK | os.W_OK | os.X_OK):
             raise StorageError(f"text index directory {self._path} is not readable and writable")
         self._open()
+
+    def set_synonyms(self, synonyms: Synonyms | None) -> None:
+        """Replace the synonym rules applied to later queries (None: no synonyms)."""
+        self._synonyms = _compile_synonyms(synonyms, self._terms) if synonyms else {}
+
+    def _terms(self, text: str) -> tuple[str, ...]:
+        """Return the indexed terms of a text, as a query on any text field would see them."""
+        return tuple(token.text for token in self._analyzer(text, mode="query"))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -312,6 +375,8 @@ class TextIndex:
             writer.commit()
         except OSError as exc:
             raise StorageError(f"cannot commit text index at {self._path}: {exc}") from exc
+        finally:
+            self._speller = None
 
     def upsert(self, docs: Iterable[TextDoc]) -> None:
         """Add the documents, replacing any already indexed under the same id, in one commit."""
@@ -410,6 +475,7 @@ class TextIndex:
                 ) from exc
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
+            self._speller = None
             self._open()
 
     # -- reading -------------------------------------------------------------------------------
@@ -446,13 +512,13 @@ class TextIndex:
             parsed = self._parse(text)
             if parsed is not None:
                 try:
-                    return _run(searcher, parsed, limit)
+                    return _run(searcher, self._expand(parsed), limit)
                 except Exception:
                     log.debug("query %r failed, searching its words instead", text, exc_info=True)
             fallback = self._plain_query(text)
             if fallback is None:
                 return []
-            return _run(searcher, fallback, limit)
+            return _run(searcher, self._expand(fallback), limit)
 
     def _parse(self, text: str) -> wq.Query | None:
         """Parse with the full query language; None when the parser gives up or finds nothing."""
@@ -476,6 +542,65 @@ class TextIndex:
         if not terms:
             return None
         return wq.Or(terms, scale=OR_SCALE).normalize()
+
+    def _expand(self, q: wq.Query) -> wq.Query:
+        """Return the query with every word and phrase that has synonyms ORed with them."""
+        if not self._synonyms:
+            return q
+        words: tuple[str, ...] | None = None
+        if isinstance(q, wq.Term) and q.fieldname in TEXT_FIELDS and isinstance(q.text, str):
+            words = (q.text,)
+        elif isinstance(q, wq.Phrase) and q.fieldname in TEXT_FIELDS:
+            words = tuple(q.words)
+        if words is None:
+            return q.apply(self._expand)
+        alternatives = self._synonyms.get(words)
+        if not alternatives:
+            return q
+        boost = q.boost * SYNONYM_BOOST
+        return wq.Or([q, *(_words_query(q.fieldname, alt, boost) for alt in alternatives)])
+
+    def correct(self, query: str) -> Correction | None:
+        """Return ``query`` with the words the collection does not contain replaced by the
+        closest ones it does, or None when every word is known or nothing is close.
+
+        A word is known when its indexed term (folded, stemmed) is in any text field, or it has
+        synonyms; stop words, numbers, operators, field names, wildcard and excluded words are
+        never changed. Field prefixes stay (``title:cofee`` -> ``title:coffee``). The collection's
+        words are cached until the index changes; building them reads the whole vocabulary once.
+        """
+        if not query or not query.strip():
+            return None
+        with self._searcher() as searcher:
+            reader = searcher.reader()
+            speller = self._speller_for(reader)
+            is_live = _live_terms(reader) if reader.has_deletions() else None
+            known = {words[0] for words in self._synonyms if len(words) == 1}
+            return speller.correct(query, is_live=is_live, known=known, scan_chars=MAX_QUERY_CHARS)
+
+    def _speller_for(self, reader: IndexReader) -> Speller:
+        """Return the speller of the index state ``reader`` sees, building it if needed."""
+        state = _reader_state(reader)
+        with self._speller_lock:
+            cached = self._speller
+            if cached is not None and cached[0] == state:
+                return cached[1]
+            started = time.perf_counter()
+            words = (
+                (raw.decode("utf-8") if isinstance(raw, bytes) else str(raw), info.doc_frequency())
+                for raw, info in reader.iter_field(SURFACE_FIELD)
+            )
+            speller = Speller(words, functools.lru_cache(maxsize=1 << 18)(self._term_of))
+            self._speller = (state, speller)
+            log.debug(
+                "built speller over %d words in %.3fs", len(speller), time.perf_counter() - started
+            )
+            return speller
+
+    def _term_of(self, word: str) -> str | None:
+        """Return the indexed term of one word, or None for a stop word."""
+        terms = self._terms(word)
+        return terms[0] if len(terms) == 1 else None
 
     def ids(self) -> set[int]:
         """Return the id of every indexed document."""
@@ -504,6 +629,54 @@ class TextIndex:
         return vocab
 
 
+def _words_query(fieldname: str, words: tuple[str, ...], boost: float) -> wq.Query:
+    """Return a term query for one word, a phrase query for several."""
+    if len(words) == 1:
+        return wq.Term(fieldname, words[0], boost=boost)
+    # A phrase scores the sum of its words; share the boost so that "nyc => new york city"
+    # does not rank a photo of New York City above one annotated "nyc".
+    return wq.Phrase(fieldname, list(words), boost=boost / len(words))
+
+
+def _compile_synonyms(
+    synonyms: Synonyms, terms_of: Callable[[str], tuple[str, ...]]
+) -> dict[tuple[str, ...], list[tuple[str, ...]]]:
+    """Key synonym rules by indexed terms, so "TVs" and "colour" match "tv" and "color" rules."""
+    compiled: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    for term, alternatives in synonyms.rules.items():
+        key = terms_of(term)
+        if not key:
+            continue
+        targets = compiled.setdefault(key, [])
+        for alternative in alternatives:
+            words = terms_of(alternative)
+            if words and words != key and words not in targets:
+                targets.append(words)
+    return {key: targets for key, targets in compiled.items() if targets}
+
+
+def _reader_state(reader: IndexReader) -> tuple[object, ...]:
+    """Return what identifies the index state a reader sees: generation, segments, deletions."""
+    segments = []
+    for leaf, _ in reader.leaf_readers():
+        segment = leaf.segment()
+        if segment is not None:
+            segments.append((segment.segment_id(), segment.deleted_count()))
+    return (reader.generation(), tuple(segments))
+
+
+def _live_terms(reader: IndexReader) -> Callable[[str], bool]:
+    """Return a test of whether a term still has an undeleted document in some text field."""
+
+    def is_live(term: str) -> bool:
+        for field in TEXT_FIELDS:
+            if (field, term) in reader and reader.postings(field, term).is_active():
+                return True
+        return False
+
+    return is_live
+
+
 def _run(searcher: Searcher, q: wq.Query, limit: int) -> list[tuple[int, float]]:
     """Run a query and return (id, score) pairs, best first, ties broken by id."""
     hits = searcher.search(q, limit=limit)
@@ -519,6 +692,10 @@ def _fields(doc: TextDoc) -> dict[str, object]:
         "title": doc.title or "",
         "description": doc.description or "",
         "tags": TAG_SEPARATOR.join(tag for tag in doc.tags if tag),
+        "auto_tags": TAG_SEPARATOR.join(tag for tag in doc.auto_tags if tag),
+        SURFACE_FIELD: "\n".join(
+            [doc.title or "", doc.description or "", *doc.tags, *doc.auto_tags]
+        ),
     }
 
 
@@ -545,11 +722,28 @@ def _check_boosts(boosts: Mapping[str, float] | None) -> dict[str, float]:
 
 
 def _schema_compatible(found: Schema) -> bool:
-    """Tell whether an on-disk schema has the fields and field types this module writes."""
+    """Tell whether an on-disk schema has the fields, field types and analysis this module
+    writes (the analyzer's filters, and the version of the spelling tables)."""
     expected = _schema()
     if set(found.names()) != set(expected.names()):
         return False
-    return all(type(found[name]) is type(expected[name]) for name in expected.names())
+    return all(
+        type(found[name]) is type(expected[name])
+        and _analysis(found[name]) == _analysis(expected[name])
+        for name in expected.names()
+    )
+
+
+def _analysis(field: FieldType) -> tuple[tuple[str, str, object], ...]:
+    """Return the kind and version of each step of a field's analyzer."""
+    analyzer = getattr(field, "analyzer", None)
+    if analyzer is None:
+        return ()
+    steps = getattr(analyzer, "items", [analyzer])
+    return tuple(
+        (type(step).__module__, type(step).__qualname__, getattr(step, "version", None))
+        for step in steps
+    )
 
 
 def _try_for(acquire: Callable[..., bool], timeout: float, delay: float = 0.1) -> bool:

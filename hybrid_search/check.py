@@ -1,0 +1,139 @@
+"""Verifying a data directory: database ↔ Whoosh index ↔ vectors ↔ derived files ↔ sources.
+
+`check` lists every problem found; `repair` fixes what can be fixed from the database (the
+source of truth): it rebuilds the Whoosh index, computes missing vectors, drops orphan vectors
+and orphan derived files, and removes temporary files left by an interrupted write. A missing
+source file cannot be repaired and is only reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+
+from .collection import ORIGINALS_DIR, SEMANTIC_MODEL, THUMBS_DIR, Collection
+
+__all__ = ["Problem", "check", "repair"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One inconsistency: what kind, in words, and whether `repair` can fix it."""
+
+    kind: str
+    detail: str
+    repairable: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+
+def _sample(ids: set[int] | list[int], n: int = 5) -> str:
+    items = sorted(ids)[:n]
+    more = f" and {len(ids) - n} more" if len(ids) > n else ""
+    return ", ".join(map(str, items)) + more
+
+
+def check(collection: Collection, quick: bool = False) -> list[Problem]:
+    """Every problem found in the data directory; `quick` skips per-file checks of sources."""
+    problems: list[Problem] = []
+    store = collection.store
+    with store.engine.connect() as conn:
+        result = conn.execute(text("PRAGMA quick_check" if quick else "PRAGMA integrity_check"))
+        verdict = [r[0] for r in result]
+        orphan_vecs = conn.execute(text(
+            "SELECT COUNT(*) FROM embeddings WHERE image_id NOT IN (SELECT id FROM images)"
+        )).scalar_one()
+        bad_vecs = conn.execute(text(
+            "SELECT COUNT(*) FROM embeddings WHERE length(vector) != 4 * dim"
+        )).scalar_one()
+    if verdict != ["ok"]:
+        problems.append(Problem("database", "SQLite integrity check failed: "
+                                + "; ".join(verdict[:3]), repairable=False))
+    if orphan_vecs:
+        problems.append(Problem("vectors", f"{orphan_vecs} vectors belong to no image"))
+    if bad_vecs:
+        problems.append(Problem("vectors", f"{bad_vecs} vectors have the wrong length"))
+
+    db_ids = store.all_ids()
+    try:
+        index_ids = collection.text.ids()
+    except Exception as e:  # an unreadable index is a problem to report, not a crash
+        problems.append(Problem("text index", f"unreadable ({e})"))
+        index_ids = None
+    if index_ids is not None:
+        missing = db_ids - index_ids
+        extra = index_ids - db_ids
+        if missing:
+            problems.append(Problem("text index", f"{len(missing)} images not indexed "
+                                    f"(ids {_sample(missing)})"))
+        if extra:
+            problems.append(Problem("text index", f"{len(extra)} indexed documents have no "
+                                    f"image (ids {_sample(extra)})"))
+
+    no_vec = set(store.ids_without_vector(collection.model_id))
+    if no_vec:
+        problems.append(Problem("vectors", f"{len(no_vec)} images have no {collection.model_id} "
+                                f"vector (ids {_sample(no_vec)})"))
+    if collection.settings.zero_shot and not collection.is_clip:
+        no_vis = set(store.ids_without_vector(collection.visual_model_id or ""))
+        if no_vis:
+            problems.append(Problem("vectors", f"{len(no_vis)} images have no zero-shot "
+                                    f"vector (ids {_sample(no_vis)})"))
+    if collection.settings.semantic:
+        no_sem = (db_ids - collection.unannotated_ids()) & set(
+            store.ids_without_vector(SEMANTIC_MODEL))
+        if no_sem:
+            problems.append(Problem("vectors", f"{len(no_sem)} annotated images have no "
+                                    f"meaning vector (ids {_sample(no_sem)})"))
+
+    hashes = store.known_hashes()
+    for folder in (THUMBS_DIR, ORIGINALS_DIR):
+        base = collection.root / folder
+        if not base.is_dir():
+            continue
+        for path in base.rglob("*"):
+            if not path.is_file():
+                continue
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                problems.append(Problem("derived files", f"leftover temporary file {path}"))
+            elif path.name[:64] not in hashes:
+                problems.append(Problem("derived files", f"orphan file {path}"))
+    if not quick:
+        for record in store.iter_records():
+            if not Path(record.path).is_file():
+                problems.append(Problem("source files", f"image {record.id}: {record.path} is "
+                                        "missing", repairable=False))
+    return problems
+
+
+def repair(
+    collection: Collection, progress: Callable[[int, int], None] | None = None
+) -> list[Problem]:
+    """Fix every repairable problem; returns what is left."""
+    from .ingest import embed_missing
+
+    problems = check(collection)
+    kinds = {p.kind for p in problems if p.repairable}
+    if "vectors" in kinds:
+        with collection.store.engine.begin() as conn:
+            conn.execute(text(
+                "DELETE FROM embeddings WHERE image_id NOT IN (SELECT id FROM images) "
+                "OR length(vector) != 4 * dim"
+            ))
+        embed_missing(collection, progress=progress)
+    if "text index" in kinds:
+        collection.reindex()
+    if "derived files" in kinds:
+        hashes = collection.store.known_hashes()
+        for folder in (THUMBS_DIR, ORIGINALS_DIR):
+            base = collection.root / folder
+            if not base.is_dir():
+                continue
+            for path in list(base.rglob("*")):
+                if path.is_file() and (path.name.endswith(".tmp") or path.name[:64] not in hashes):
+                    path.unlink(missing_ok=True)
+    return check(collection)
