@@ -7,6 +7,7 @@ first use and then kept current by every write made through this object.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from .embedding import ImageEmbedder, get_image_embedder
 from .exceptions import NotFoundError, StorageError
 from .settings import Settings
+from .spelling import DEFAULT_SYNONYMS_PATH, Synonyms, load_synonyms
 from .storage import ImageRecord, NewImage, Store, open_store
 from .text_index import TextDoc, TextIndex
 from .vectors import VectorIndex
@@ -26,6 +28,7 @@ __all__ = ["DB_NAME", "SEMANTIC_MODEL", "TEXT_INDEX_DIR", "THUMBS_DIR", "Collect
 DB_NAME = "hybrid-search.db"
 SEMANTIC_MODEL = "minilm-l6-v2/annotations"
 DERIVED_DIR = "derived"
+QUERY_CACHE_SIZE = 1024
 TEXT_INDEX_DIR = "whoosh"
 THUMBS_DIR = "thumbs"
 ORIGINALS_DIR = "originals"
@@ -37,6 +40,13 @@ def text_doc(record: ImageRecord) -> TextDoc:
         id=record.id, title=record.title, description=record.description, tags=record.tags,
         auto_tags=tuple(t for t, _ in record.auto_tags),
     )
+
+
+def _synonyms(settings: Settings) -> Synonyms | None:
+    """The synonyms file named in the settings, else the shipped one if present."""
+    if settings.synonyms_file:
+        return load_synonyms(Path(os.path.expanduser(str(settings.synonyms_file))))
+    return load_synonyms(DEFAULT_SYNONYMS_PATH) if DEFAULT_SYNONYMS_PATH.is_file() else None
 
 
 class Collection:
@@ -58,10 +68,13 @@ class Collection:
                 "title": settings.boost_title,
                 "tags": settings.boost_tags,
                 "description": settings.boost_description,
+                "auto_tags": settings.boost_auto_tags,
             },
+            synonyms=_synonyms(settings),
         )
         self._indexes: dict[str, VectorIndex] = {}
         self._unannotated: set[int] | None = None
+        self._query_cache: dict[str, np.ndarray] = {}
         self._lock = threading.RLock()
         self._sync_text_index()
 
@@ -129,11 +142,28 @@ class Collection:
         """Query words as vectors comparable with `visual_model_id`'s image vectors."""
         if self.is_clip:
             return self.embedder.encode_texts(list(texts))  # type: ignore[attr-defined]
-        return self.conse.query_vectors(list(texts))
+        return self.conse.query_from_embeddings(self.semantic_query(texts))
 
     def semantic_query(self, texts: Sequence[str]) -> np.ndarray:
-        """Query words as vectors comparable with the annotations' meaning vectors."""
-        return self.text_embedder.encode_texts(list(texts))
+        """Query words as MiniLM vectors (comparable with the annotations' meaning vectors).
+
+        Recent queries are remembered, so paging through results, moving the weight slider,
+        or the semantic and zero-shot signals of one query each encode the words once.
+        """
+        words = [t.strip() for t in texts]
+        if not words:
+            return np.zeros((0, self.text_embedder.dim), dtype=np.float32)
+        with self._lock:
+            found = {w: self._query_cache.get(w) for w in words}
+        missing = [w for w, v in found.items() if v is None]
+        if missing:
+            vecs = self.text_embedder.encode_texts(missing)
+            with self._lock:
+                for w, v in zip(missing, vecs, strict=True):
+                    found[w] = self._query_cache[w] = v
+                while len(self._query_cache) > QUERY_CACHE_SIZE:
+                    self._query_cache.pop(next(iter(self._query_cache)))
+        return np.stack([found[w] for w in words])
 
     def semantic_vectors(self, records: Sequence[ImageRecord]) -> list[tuple[int, np.ndarray]]:
         """Meaning vectors of the annotated records among `records`."""

@@ -179,7 +179,9 @@ def search(collection: Collection, req: SearchRequest) -> SearchResponse:
     if text:
         t = time.perf_counter()
         hits = collection.text.search(text, k)
-        correction = collection.text.correct(text) if hasattr(collection.text, "correct") else None
+        # Spelling help only when the words found little: correct() is cheap once its word
+        # list is cached, but rebuilding that list after a write costs up to a second at 100k.
+        correction = collection.text.correct(text) if len(hits) < limit else None
         if correction is not None:
             if not hits and settings.autocorrect:
                 corrected = correction.corrected

@@ -29,6 +29,8 @@ from hybrid_search.exceptions import ConfigError
 __all__ = [
     "DEFAULT_SYNONYMS_PATH",
     "FOLDING_VERSION",
+    "MAX_WORD_CHARS",
+    "VARIANTS",
     "Correction",
     "QueryWord",
     "Speller",
@@ -330,7 +332,7 @@ def parse_synonyms(text: str, source: str = "<synonyms>") -> Synonyms:
             continue
         where = f"{source}:{number}"
         if "=>" in line:
-            left, sep, right = line.partition("=>")
+            left, _, right = line.partition("=>")
             if "=>" in right or "=" in left or "=" in right:
                 raise ConfigError(f"{where}: use one '=>' or one '=' per line: {raw.strip()!r}")
             sources, targets = _terms(left, where), _terms(right, where)
@@ -591,11 +593,12 @@ class Correction:
     replacements: dict[str, str]
 
 
-def max_edits(word: str) -> int:
+def _max_edits(word: str) -> int:
     """Return the largest edit distance tolerated for a word of this length."""
+    # Two edits turn too many short words into other words ("kitten" -> "written").
     if len(word) <= 2:
         return 0
-    return 1 if len(word) <= 4 else 2
+    return 1 if len(word) <= 6 else 2
 
 
 class Speller:
@@ -604,10 +607,11 @@ class Speller:
     Built from the collection's surface words (as written, lower-case) with their document
     frequencies, and ``term_of``, the text index's analysis of one word (folded and stemmed; None
     for a stop word). A query word is known when its term is; an unknown word is compared both as
-    written with the surface words and as a term with the terms, and the closest match wins
-    (fewest edits, weighing edits of the sound key double, then the most documents). The
-    suggestion is always a surface word: "elefant" finds the term of "elephants" and suggests
-    "elephants", never the stem "eleph".
+    written with the surface words and as a term with the terms, within one edit for words of
+    up to six letters and two for longer ones, and the closest match wins (fewest edits,
+    weighing edits of the sound key double, then the most documents). The suggestion is always
+    a surface word: "elefant" finds the term of "elephants" and suggests "elephants", never the
+    stem "eleph".
     """
 
     def __init__(
@@ -644,14 +648,11 @@ class Speller:
         """Tell whether an analysed term is in the collection's vocabulary."""
         return term in self._term_df
 
-    def suggest(self, word: str, is_live: Callable[[str], bool] | None = None) -> str | None:
-        """Return the collection word closest to ``word``, or None if none is close enough.
-
-        ``is_live(term)`` rules out terms whose documents were all deleted.
-        """
+    def suggest(self, word: str) -> str | None:
+        """Return the collection word closest to ``word``, or None if none is close enough."""
         lower = word.lower()
         term = self._term_of(lower)
-        limit = max_edits(lower)
+        limit = _max_edits(lower)
         if term is None or limit == 0 or len(lower) > _MAX_PATTERN:
             return None
         # term -> (cost, -surface df, surface word)
@@ -676,7 +677,7 @@ class Speller:
                 best[found] = entry
         ranked = sorted(best.items(), key=lambda kv: (kv[1][0], -self._term_df[kv[0]], kv[1][2]))
         for found, (_, _, surface) in ranked:
-            if found != term and (is_live is None or is_live(found)):
+            if found != term:
                 return surface
         return None
 
@@ -684,7 +685,6 @@ class Speller:
         self,
         query: str,
         *,
-        is_live: Callable[[str], bool] | None = None,
         known: Iterable[str] = (),
         scan_chars: int | None = None,
     ) -> Correction | None:
@@ -704,12 +704,12 @@ class Speller:
             term = self._term_of(lower)
             if term is None or term in known_terms:
                 continue
-            if self.is_known(term) and (is_live is None or is_live(term)):
+            if self.is_known(term):
                 continue
             unknown += 1
             if unknown > MAX_UNKNOWN_WORDS:
                 break
-            suggestion = self.suggest(lower, is_live)
+            suggestion = self.suggest(lower)
             if suggestion is None or suggestion == lower:
                 continue
             shaped = _match_case(word.text, suggestion)

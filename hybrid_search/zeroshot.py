@@ -248,9 +248,13 @@ class ConSE:
 
     def query_vectors(self, texts: Sequence[str]) -> np.ndarray:
         """Query words as (n, dim) normalised vectors, comparable with `image_vectors`."""
+        return self.query_from_embeddings(self.embedder.encode_texts([t.strip() for t in texts]))
+
+    def query_from_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """Query vectors from the text model's plain embeddings of the (stripped) query words."""
         # Plain sentence embeddings: prompt templates and centring on this side measured
         # worse or no better (docs/zeroshot.md).
-        return self.embedder.encode_texts([t.strip() for t in texts])
+        return np.asarray(embeddings, dtype=np.float32)
 
 
 def _read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
