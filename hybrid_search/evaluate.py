@@ -184,7 +184,7 @@ def evaluate_captions(
     caption as the photo's manual annotation (and clears the others' words), then uses every
     other caption as a query whose one relevant photo is its own.
     """
-    from .search import SearchRequest, search
+    from .search import SearchRequest, rank
 
     if not 0.0 <= annotate_fraction <= 1.0:
         raise AnnotationError(
@@ -228,8 +228,8 @@ def evaluate_captions(
         for target, caption in chunk:
             text_hits = collection.text.search(caption, n_all)
             ranks["text"].append(_rank_of([i for i, _ in text_hits], target))
-            fused = search(collection, SearchRequest(text=caption, limit=min(n_all, 1000)))
-            ranks["hybrid"].append(_rank_of([h.record.id for h in fused.hits], target))
+            fused = rank(collection, SearchRequest(text=caption, limit=min(n_all, 1000))).fused
+            ranks["hybrid"].append(_rank_of([h.id for h in fused], target))
         if progress is not None:
             progress(min(start + batch, len(queries)), len(queries))
     result: dict[str, object] = {

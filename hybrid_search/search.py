@@ -24,11 +24,12 @@ import numpy as np
 from .collection import SEMANTIC_MODEL, Collection
 from .decode import decode_image
 from .exceptions import QueryError
-from .fusion import fuse
+from .fusion import FusedHit, fuse
+from .spelling import edit_distance
 from .storage import ImageRecord
 from .vectors import top_k
 
-__all__ = ["SearchHit", "SearchRequest", "SearchResponse", "search"]
+__all__ = ["Ranking", "SearchHit", "SearchRequest", "SearchResponse", "rank", "search"]
 
 SIGNALS = ("text", "semantic", "visual", "image")
 MAX_LIMIT = 1000
@@ -160,9 +161,71 @@ def _text_side_weights(collection: Collection, present: list[str]) -> dict[str, 
     return {name: float(raw[name]) for name in present}
 
 
+@dataclass
+class Ranking:
+    """The whole fused ranking of a query, before any row is loaded."""
+
+    fused: list[FusedHit]
+    ranked: dict[str, list[tuple[int, float]]]
+    all_scores: dict[str, tuple[np.ndarray, np.ndarray]]
+    weights: dict[str, float]
+    alpha: float
+    method: str
+    normalization: str
+    limit: int
+    offset: int
+    corrected: str | None
+    suggestion: str | None
+    timings: dict[str, float]
+
+
 def search(collection: Collection, req: SearchRequest) -> SearchResponse:
-    """Run one query against the collection."""
+    """Run one query against the collection and load the requested page."""
     t0 = time.perf_counter()
+    r = rank(collection, req)
+    t = time.perf_counter()
+    page = r.fused[r.offset : r.offset + r.limit]
+    records = {rec.id: rec for rec in collection.store.get_many([h.id for h in page])}
+    lookups = {name: _score_lookup(sc, [h.id for h in page]) for name, sc in r.all_scores.items()}
+    hits_out = []
+    for n, h in enumerate(page):
+        rec = records.get(h.id)
+        if rec is None:  # removed between the index read and the row read
+            continue
+        signals = {name: h.signals.get(name) for name in SIGNALS}
+        for name, lookup in lookups.items():
+            if signals[name] is None:
+                signals[name] = lookup.get(h.id)
+        hits_out.append(
+            SearchHit(
+                rank=r.offset + n + 1,
+                record=rec,
+                score=h.score,
+                signals=signals,
+                normalized={name: h.normalized.get(name) for name in SIGNALS},
+            )
+        )
+    timings = dict(r.timings)
+    timings["load"] = (time.perf_counter() - t) * 1000
+    timings["total"] = (time.perf_counter() - t0) * 1000
+    return SearchResponse(
+        hits=hits_out,
+        total=len(r.fused),
+        offset=r.offset,
+        limit=r.limit,
+        alpha=r.alpha,
+        fusion=r.method,
+        normalization=r.normalization,
+        signals=list(r.ranked),
+        timings_ms={k2: round(v, 3) for k2, v in timings.items()},
+        corrected_query=r.corrected,
+        suggestion=r.suggestion,
+        weights={n: round(w, 4) for n, w in r.weights.items()},
+    )
+
+
+def rank(collection: Collection, req: SearchRequest) -> Ranking:
+    """Every signal's candidates for a query, fused into one ranking (no rows loaded)."""
     settings = collection.settings
     alpha, method, norm, limit, offset = _validated(collection, req)
     text = (req.text or "").strip()
@@ -183,7 +246,7 @@ def search(collection: Collection, req: SearchRequest) -> SearchResponse:
         # list is cached, but rebuilding that list after a write costs up to a second at 100k.
         correction = collection.text.correct(text) if len(hits) < limit else None
         if correction is not None:
-            if not hits and settings.autocorrect:
+            if not hits and settings.autocorrect and _confident(correction.replacements):
                 corrected = correction.corrected
                 hits = collection.text.search(corrected, k)
             else:
@@ -195,7 +258,9 @@ def search(collection: Collection, req: SearchRequest) -> SearchResponse:
         matched = {i for i, _ in hits}
         not_applicable["text"] = unannotated - matched if matched & unannotated else unannotated
         timings["text"] = (time.perf_counter() - t) * 1000
-        words = corrected or text
+        # Meaning and looks use the words as typed: a sentence embedding copes with a typo
+        # better than with a wrong correction, which only the keyword side needs.
+        words = text
         if settings.semantic:
             t = time.perf_counter()
             q = collection.semantic_query([words])[0]
@@ -235,42 +300,25 @@ def search(collection: Collection, req: SearchRequest) -> SearchResponse:
                  lower_bounds={"text": 0.0})
     if req.image_id is not None:
         fused = [h for h in fused if h.id != req.image_id]
-    page = fused[offset : offset + limit]
-    records = {r.id: r for r in collection.store.get_many([h.id for h in page])}
-    lookups = {name: _score_lookup(sc, [h.id for h in page]) for name, sc in all_scores.items()}
-    hits_out = []
-    for n, h in enumerate(page):
-        rec = records.get(h.id)
-        if rec is None:  # removed between the index read and the row read
-            continue
-        signals = {name: h.signals.get(name) for name in SIGNALS}
-        for name, lookup in lookups.items():
-            if signals[name] is None:
-                signals[name] = lookup.get(h.id)
-        hits_out.append(
-            SearchHit(
-                rank=offset + n + 1,
-                record=rec,
-                score=h.score,
-                signals=signals,
-                normalized={name: h.normalized.get(name) for name in SIGNALS},
-            )
-        )
-    timings["fuse_and_load"] = (time.perf_counter() - t) * 1000
-    timings["total"] = (time.perf_counter() - t0) * 1000
-    return SearchResponse(
-        hits=hits_out,
-        total=len(fused),
-        offset=offset,
-        limit=limit,
-        alpha=alpha,
-        fusion=method,
-        normalization=norm,
-        signals=list(ranked),
-        timings_ms={k2: round(v, 3) for k2, v in timings.items()},
-        corrected_query=corrected,
-        suggestion=suggestion,
-        weights={n: round(w, 4) for n, w in weights.items()},
+    timings["fuse"] = (time.perf_counter() - t) * 1000
+    return Ranking(
+        fused=fused, ranked=ranked, all_scores=all_scores, weights=weights, alpha=alpha,
+        method=method, normalization=norm, limit=limit, offset=offset, corrected=corrected,
+        suggestion=suggestion, timings=timings,
+    )
+
+
+AUTOCORRECT_MAX_EDIT_RATIO = 0.25
+
+
+def _confident(replacements: dict[str, str]) -> bool:
+    """Whether every replacement is small enough to apply unasked ("cofee" → "coffee").
+
+    Bigger jumps ("cat" → "coat", "resting" → "retina") are only offered as "did you mean".
+    """
+    return bool(replacements) and all(
+        edit_distance(old.lower(), new.lower()) <= AUTOCORRECT_MAX_EDIT_RATIO * len(old)
+        for old, new in replacements.items()
     )
 
 
