@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ DB_NAME = "hybrid-search.db"
 SEMANTIC_MODEL = "minilm-l6-v2/annotations"
 DERIVED_DIR = "derived"
 QUERY_CACHE_SIZE = 1024
+JOURNAL_DIR = "journal"
 TEXT_INDEX_DIR = "whoosh"
 THUMBS_DIR = "thumbs"
 ORIGINALS_DIR = "originals"
@@ -47,6 +49,22 @@ def _synonyms(settings: Settings) -> Synonyms | None:
     if settings.synonyms_file:
         return load_synonyms(Path(os.path.expanduser(str(settings.synonyms_file))))
     return load_synonyms(DEFAULT_SYNONYMS_PATH) if DEFAULT_SYNONYMS_PATH.is_file() else None
+
+
+def _dead_writers(folder: Path) -> list[Path]:
+    """Markers left by writer processes that are no longer running."""
+    if not folder.is_dir():
+        return []
+    dead = []
+    for marker in folder.iterdir():
+        try:
+            pid = int(marker.name.split(".", 1)[0])
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            dead.append(marker)
+        except PermissionError:  # alive, another user's
+            continue
+    return dead
 
 
 class Collection:
@@ -181,13 +199,36 @@ class Collection:
             return self._unannotated
 
     def _sync_text_index(self) -> None:
-        """Rebuild the Whoosh index if it is unreadable or its size disagrees with the database."""
+        """Rebuild the Whoosh index if a writer died mid-write, if it is unreadable, or if its
+        size disagrees with the database."""
+        interrupted = _dead_writers(self.root / JOURNAL_DIR)
         try:
-            in_sync = self.text.doc_count() == self.store.count()
+            in_sync = not interrupted and self.text.doc_count() == self.store.count()
         except StorageError:
             in_sync = False
         if not in_sync:
             self.reindex()
+        for marker in interrupted:
+            marker.unlink(missing_ok=True)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Mark a database write whose Whoosh update has not happened yet.
+
+        The database commits first and the index follows; a process killed in between leaves
+        its marker behind, and the next process to open the collection rebuilds the index
+        from the database.
+        """
+        folder = self.root / JOURNAL_DIR
+        folder.mkdir(exist_ok=True)
+        marker = folder / f"{os.getpid()}.{threading.get_ident()}"
+        fd = os.open(marker, os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        yield
+        marker.unlink(missing_ok=True)
 
     def reindex(self) -> int:
         """Rebuild the Whoosh index from the database; returns the number of documents."""
@@ -201,7 +242,7 @@ class Collection:
     # -- writes ----------------------------------------------------------------------------
     def add(self, items: Sequence[NewImage]) -> list[int | None]:
         """Store new images and index them; None for each item whose bytes were already known."""
-        with self._lock:
+        with self._lock, self._writing():
             ids = self.store.add_images(items)
             new = [(i, item) for i, item in zip(ids, items, strict=True) if i is not None]
             if not new:
@@ -243,7 +284,7 @@ class Collection:
         remove_tags: Iterable[str] = (),
     ) -> ImageRecord:
         """Change an image's manual annotations and re-index it at once."""
-        with self._lock:
+        with self._lock, self._writing():
             record = self.store.annotate(
                 image_id, title=title, description=description, tags=tags,
                 add_tags=add_tags, remove_tags=remove_tags,
@@ -274,14 +315,14 @@ class Collection:
 
     def set_auto_tags(self, image_id: int, tags: Sequence[tuple[str, float]]) -> ImageRecord:
         """Replace an image's machine-made tags and re-index it."""
-        with self._lock:
+        with self._lock, self._writing():
             record = self.store.set_auto_tags(image_id, tags)
             self.text.upsert([text_doc(record)])
             return record
 
     def review_auto_tag(self, image_id: int, tag: str, confirm: bool) -> ImageRecord:
         """Confirm a machine-made tag (it becomes manual) or reject it, and re-index."""
-        with self._lock:
+        with self._lock, self._writing():
             record = self.store.review_auto_tag(image_id, tag, confirm)
             self.text.upsert([text_doc(record)])
             if self._unannotated is not None and record.annotated:
@@ -292,7 +333,7 @@ class Collection:
 
     def remove(self, ids: Iterable[int]) -> list[int]:
         """Delete images everywhere; returns the ids that existed."""
-        with self._lock:
+        with self._lock, self._writing():
             records = self.store.get_many(list(ids))
             removed = self.store.remove(r.id for r in records)
             self.text.delete(removed)
