@@ -93,6 +93,27 @@ SETTINGS: tuple[Setting, ...] = (
             choices=("cpu", "cuda", "auto")),
     Setting("threads", 0, "Torch CPU threads for the model (0: torch's default).", minimum=0),
     Setting("thumbnail_size", 320, "Longer side, in pixels, of cached thumbnails.", minimum=32),
+
+    Setting("admin_password", "", "Password of the admin account that may add, edit and delete "
+            "photos. Empty: one is generated on the first `serve` and printed once. Kept only "
+            "as a hash in <data_dir>/web/admin.json."),
+    Setting("secret_key", "", "Key that signs session cookies. Empty: a random key kept in "
+            "<data_dir>/web/secret_key (created on first run)."),
+    Setting("require_login", False, "Require sign-in to search and view photos too, not only "
+            "to change them."),
+    Setting("cookie_secure", "auto", "Secure flag of the session cookie: 'auto' (set when the "
+            "request came over https), 'always' or 'never'.",
+            choices=("auto", "always", "never")),
+    Setting("session_days", 14, "How long a sign-in lasts, in days.", minimum=1),
+    Setting("login_attempts", 5, "Failed sign-ins allowed per client address within "
+            "login_window_s seconds.", minimum=1),
+    Setting("login_window_s", 300, "Window, in seconds, of the sign-in rate limit.", minimum=1),
+    Setting("query_image_ttl_s", 3600, "Seconds an uploaded query image is kept in "
+            "<data_dir>/queries/ after its last use.", minimum=60),
+    Setting("max_files_per_upload", 20, "Most photos one upload request may carry.", minimum=1),
+    Setting("server_threads", 8, "Worker threads of the waitress server.", minimum=1),
+    Setting("trusted_proxy", "", "Address of a reverse proxy whose X-Forwarded-For and "
+            "X-Forwarded-Proto headers waitress may trust ('' trusts none)."),
     Setting("host", "127.0.0.1", "Address `serve` listens on."),
     Setting("port", 5000, "Port `serve` listens on.", minimum=0, maximum=65535),
 )
@@ -228,3 +249,46 @@ def load_settings(
     if overrides:
         apply({k: v for k, v in overrides.items() if v is not None}, "command line")
     return settings
+
+
+def default_toml() -> str:
+    """The text of config/default.toml: every setting with its help and default."""
+    import textwrap
+
+    lines = [
+        "# Defaults for every hybrid-search setting. Copy this file to <data dir>/config.toml "
+        "(or pass",
+        "# --config FILE) and edit it; environment variables HYBRID_SEARCH_<NAME> override both.",
+        "",
+    ]
+    for s in SETTINGS:
+        lines += ["# " + line for line in textwrap.wrap(s.help, 96)]
+        if s.choices:
+            lines.append("# One of: " + ", ".join(s.choices) + ".")
+        v = s.default
+        value = ("true" if v else "false") if isinstance(v, bool) else (
+            f'"{v}"' if isinstance(v, str) else repr(v))
+        lines += [f"{s.name} = {value}", ""]
+    return "\n".join(lines)
+
+
+def settings_table() -> str:
+    """The README's Markdown table of settings."""
+    rows = ["| setting | default | what it does |", "|---|---|---|"]
+    for s in SETTINGS:
+        v = s.default
+        shown = ("`true`" if v else "`false`") if isinstance(v, bool) else (
+            f"`{v}`" if v != "" else "(empty)")
+        extra = f" One of: {', '.join(s.choices)}." if s.choices else ""
+        rows.append(f"| `{s.name}` | {shown} | {s.help}{extra} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # regenerate config/default.toml and the README's table
+    root = Path(__file__).resolve().parent.parent
+    (root / "config" / "default.toml").write_text(default_toml())
+    readme = root / "README.md"
+    text = readme.read_text()
+    start = text.index("| setting | default | what it does |")
+    end = text.index("\n\n", start)
+    readme.write_text(text[:start] + settings_table() + text[end:])

@@ -32,6 +32,7 @@ __all__ = ["Accounts", "ApiToken", "WEB_DIR"]
 WEB_DIR = "web"
 TOKEN_PREFIX = "hs_"
 GENERATED_PASSWORD_BYTES = 15
+HASH_METHOD = "scrypt"  # werkzeug's default: slow on purpose
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,10 @@ class Accounts:
         stored = _read_json(self._admin_file).get("password_hash")
         return isinstance(stored, str) and bool(stored) and check_password_hash(stored, password)
 
-    def set_password(self, password: str) -> None:
-        """Replace the admin password."""
+    def set_password(self, password: str, *, method: str = HASH_METHOD) -> None:
+        """Replace the admin password (`method`: a werkzeug.security hash method)."""
         with self._lock:
-            self._store_hash(generate_password_hash(password), generated=False)
+            self._store_hash(generate_password_hash(password, method=method), generated=False)
 
     def password_fingerprint(self) -> str:
         """A short digest of the stored hash: sessions made before a password change end."""

@@ -1,12 +1,8 @@
 """The web layer's own options (sign-in, cookies, limits), resolved into Flask's config.
 
-They are written as `Setting` rows so they can move into the settings table unchanged. Until
-then they are read, lowest first, from: these defaults, the settings table (once it has a row
-of the same name), environment variables `HYBRID_WEB_<NAME>`, then `create_app`'s
-`test_config` (upper-case names). Each lands in `app.config` under its upper-case name.
-
-The prefix is not `HYBRID_SEARCH_WEB_`: `load_settings` refuses every `HYBRID_SEARCH_*`
-variable that is not in its table.
+They are rows of the settings table (so `HYBRID_SEARCH_<NAME>` and config files set them);
+`HYBRID_WEB_<NAME>` environment variables and `create_app`'s `test_config` (upper-case
+names) override them. Each lands in `app.config` under its upper-case name.
 """
 
 from __future__ import annotations
@@ -15,34 +11,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..exceptions import ConfigError
-from ..settings import Setting, Settings
+from ..settings import SETTINGS, Setting, Settings
 
 __all__ = ["ENV_PREFIX", "WEB_OPTIONS", "resolve_options"]
 
 ENV_PREFIX = "HYBRID_WEB_"
 
-WEB_OPTIONS: tuple[Setting, ...] = (
-    Setting("admin_password", "", "Password of the admin account that may add, edit and delete "
-            "photos. Empty: one is generated on the first `serve` and printed once. Kept only "
-            "as a hash in <data_dir>/web/admin.json."),
-    Setting("secret_key", "", "Key that signs session cookies. Empty: a random key kept in "
-            "<data_dir>/web/secret_key (created on first run)."),
-    Setting("require_login", False, "Require sign-in to search and view photos too, not only "
-            "to change them."),
-    Setting("cookie_secure", "auto", "Secure flag of the session cookie: 'auto' (set when the "
-            "request came over https), 'always' or 'never'.",
-            choices=("auto", "always", "never")),
-    Setting("session_days", 14, "How long a sign-in lasts, in days.", minimum=1),
-    Setting("login_attempts", 5, "Failed sign-ins allowed per client address within "
-            "login_window_s seconds.", minimum=1),
-    Setting("login_window_s", 300, "Window, in seconds, of the sign-in rate limit.", minimum=1),
-    Setting("query_image_ttl_s", 3600, "Seconds an uploaded query image is kept in "
-            "<data_dir>/queries/ after its last use.", minimum=60),
-    Setting("max_files_per_upload", 20, "Most photos one upload request may carry.", minimum=1),
-    Setting("server_threads", 8, "Worker threads of the waitress server.", minimum=1),
-    Setting("trusted_proxy", "", "Address of a reverse proxy whose X-Forwarded-For and "
-            "X-Forwarded-Proto headers waitress may trust ('' trusts none)."),
+WEB_NAMES = (
+    "admin_password", "secret_key", "require_login", "cookie_secure", "session_days",
+    "login_attempts", "login_window_s", "query_image_ttl_s", "max_files_per_upload",
+    "server_threads", "trusted_proxy",
 )
+WEB_OPTIONS: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.name in WEB_NAMES)
 
 
 def _coerce(option: Setting, raw: Any, source: str) -> Any:

@@ -76,6 +76,8 @@ def error_response(
     status: int, message: str | None = None, headers: dict[str, str] | None = None
 ) -> Response:
     """An error as JSON or as an HTML page, with `status`."""
+    if message is None and status == 413:
+        message = too_large_message()
     text = message or MESSAGES.get(status, "The request failed.")
     if wants_json():
         response = jsonify({"error": text, "status": status})

@@ -10,6 +10,7 @@ use; at most `max_files` are kept.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -100,7 +101,5 @@ class QueryImages:
 
 def _touch(*paths: Path) -> None:
     for path in paths:
-        try:
+        with contextlib.suppress(OSError):
             os.utime(path)
-        except OSError:
-            pass

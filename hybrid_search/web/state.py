@@ -10,7 +10,6 @@ from ..collection import Collection
 from .accounts import Accounts
 from .queries import QueryImages
 from .security import RateLimiter
-from .suggest import Vocabulary
 
 __all__ = ["COLLECTION_KEY", "STATE_KEY", "WebState", "get_collection", "web_state"]
 
@@ -24,7 +23,6 @@ class WebState:
 
     accounts: Accounts
     queries: QueryImages
-    vocabulary: Vocabulary
     login_limiter: RateLimiter
 
 
