@@ -94,6 +94,7 @@ class Collection:
         self._unannotated: set[int] | None = None
         self._query_cache: dict[str, np.ndarray] = {}
         self._lock = threading.RLock()
+        self._seen_change = self.store.last_change()
         self._sync_text_index()
 
     # -- derived state ---------------------------------------------------------------------
@@ -197,6 +198,37 @@ class Collection:
             if self._unannotated is None:
                 self._unannotated = self.store.all_ids() - self.store.annotated_ids()
             return self._unannotated
+
+    def refresh(self) -> None:
+        """Bring the in-memory matrices and caches up to date with writes by other processes.
+
+        Every write logs the ids it touched; this reads the log since the last look (one small
+        query when nothing changed) and reloads just those ids, or everything if the log was
+        pruned past that point.
+        """
+        last, changed = self.store.changes_since(self._seen_change)
+        if last == self._seen_change and changed == set():
+            return
+        with self._lock:
+            if changed is None:
+                self._indexes.clear()
+                self._unannotated = None
+            elif changed:
+                for model, index in self._indexes.items():
+                    found = self.store.vectors_for(model, changed)
+                    index.remove([i for i in changed if i not in found])
+                    if found:
+                        index.add(list(found), np.stack([v for v, _ in found.values()]),
+                                  np.array([n for _, n in found.values()], dtype=np.float32))
+                if self._unannotated is not None:
+                    present = {r.id: r for r in self.store.get_many(sorted(changed))}
+                    for i in changed:
+                        rec = present.get(i)
+                        if rec is None or rec.annotated:
+                            self._unannotated.discard(i)
+                        else:
+                            self._unannotated.add(i)
+            self._seen_change = max(self._seen_change, last)
 
     def _sync_text_index(self) -> None:
         """Rebuild the Whoosh index if a writer died mid-write, if it is unreadable, or if its

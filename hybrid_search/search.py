@@ -226,6 +226,7 @@ def search(collection: Collection, req: SearchRequest) -> SearchResponse:
 
 def rank(collection: Collection, req: SearchRequest) -> Ranking:
     """Every signal's candidates for a query, fused into one ranking (no rows loaded)."""
+    collection.refresh()
     settings = collection.settings
     alpha, method, norm, limit, offset = _validated(collection, req)
     text = (req.text or "").strip()

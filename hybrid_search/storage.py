@@ -35,6 +35,7 @@ from .exceptions import NotFoundError, StorageError
 __all__ = [
     "Annotation",
     "Base",
+    "Change",
     "Embedding",
     "ImageRecord",
     "ImageRow",
@@ -57,6 +58,7 @@ class ImageRow(Base):
     """One stored image, identified by the SHA-256 of its bytes."""
 
     __tablename__ = "images"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
@@ -130,6 +132,19 @@ class Embedding(Base):
     norm: Mapped[float] = mapped_column(Float, nullable=False, default=1.0)
 
     image: Mapped[ImageRow] = relationship(back_populates="embeddings")
+
+
+class Change(Base):
+    """One write to an image, so that other processes can bring their caches up to date."""
+
+    __tablename__ = "changes"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+CHANGES_KEPT = 100_000
 
 
 @dataclass(frozen=True)
@@ -390,6 +405,7 @@ class Store:
         with self.session() as s, s.begin():
             s.execute(delete(Embedding).where(Embedding.model == model,
                                               Embedding.image_id.in_(ids)))
+            _log(s, ids)
 
     def models(self) -> dict[str, int]:
         """Vector counts per model id."""
@@ -437,6 +453,7 @@ class Store:
                 s.add(row)
                 s.flush()
                 ids.append(row.id)
+            _log(s, [i for i in ids if i is not None])
         return ids
 
     def set_vectors(
@@ -444,10 +461,13 @@ class Store:
     ) -> None:
         """Store (or replace) (id, unit vector, raw norm) triples under `model`."""
         with self.session() as s, s.begin():
+            changed = []
             for image_id, vec, norm in vectors:
                 vec = np.ascontiguousarray(vec, dtype=np.float32)
                 s.merge(Embedding(image_id=image_id, model=model, dim=int(vec.shape[0]),
                                   vector=vec.tobytes(), norm=float(norm)))
+                changed.append(image_id)
+            _log(s, changed)
 
     def annotate(
         self,
@@ -474,6 +494,7 @@ class Store:
                 current.description if description is None else description,
                 tuple(t for t in clean_tags(new_tags) if t not in drop),
             )
+            _log(s, [image_id])
             s.flush()
             s.refresh(row)
             return _record(row)
@@ -493,6 +514,7 @@ class Store:
                     row.tags.remove(obj)
             for tag, conf in wanted.items():
                 row.tags.append(Tag(tag=tag, source=AUTO, confidence=float(conf)))
+            _log(s, [image_id])
             s.flush()
             s.refresh(row)
             return _record(row)
@@ -510,6 +532,7 @@ class Store:
             s.flush()
             if confirm and tag not in {t.tag for t in row.tags if t.source == MANUAL}:
                 row.tags.append(Tag(tag=tag, source=MANUAL))
+            _log(s, [image_id])
             s.flush()
             s.refresh(row)
             return _record(row)
@@ -521,11 +544,53 @@ class Store:
             existing = list(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(ids))))
             if existing:
                 s.execute(delete(ImageRow).where(ImageRow.id.in_(existing)))
+                _log(s, existing)
         return existing
+
+    def last_change(self) -> int:
+        """Sequence number of the latest logged change (0 when none)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(Change.seq))).scalar() or 0)
+
+    def changes_since(self, seq: int) -> tuple[int, set[int] | None]:
+        """(latest seq, ids changed after `seq`); None for the ids if the log was pruned past
+        `seq`, in which case the caller must reload everything."""
+        with self.engine.connect() as conn:
+            first, last = conn.execute(select(func.min(Change.seq), func.max(Change.seq))).one()
+            if last is None or last <= seq:
+                return seq if last is None else int(last), set()
+            if first is not None and first > seq + 1:
+                return int(last), None
+            ids = set(conn.execute(select(Change.image_id).where(Change.seq > seq)).scalars())
+            if last - (first or 0) > 2 * CHANGES_KEPT:
+                conn.execute(delete(Change).where(Change.seq <= last - CHANGES_KEPT))
+                conn.commit()
+            return int(last), ids
+
+    def vectors_for(self, model: str, ids: Iterable[int]) -> dict[int, tuple[np.ndarray, float]]:
+        """Stored unit vectors and norms under `model` for some ids."""
+        ids = list(ids)
+        out: dict[int, tuple[np.ndarray, float]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(
+                    select(Embedding.image_id, Embedding.vector, Embedding.norm).where(
+                        Embedding.model == model, Embedding.image_id.in_(ids[start:start + 500]))
+                )
+                for image_id, blob, norm in rows:
+                    out[int(image_id)] = (np.frombuffer(blob, dtype=np.float32).copy(), norm)
+        return out
 
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _log(s: Session, ids: Iterable[int]) -> None:
+    """Record changed image ids in the change log (inside the caller's transaction)."""
+    rows = [{"image_id": int(i)} for i in ids]
+    if rows:
+        s.execute(Change.__table__.insert(), rows)
 
 
 def _apply_annotations(row: ImageRow, title: str, description: str, tags: Sequence[str]) -> None:

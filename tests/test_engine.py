@@ -270,3 +270,27 @@ def test_stored_vectors_are_unit_float32(demo: Collection) -> None:
     assert matrix.dtype == np.float32 and matrix.shape == (12, 1280)
     assert np.allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
     assert (norms > 1.0).all()
+
+
+def test_two_processes_sharing_a_data_dir_see_each_others_writes(tmp_path: Path) -> None:
+    # Two Collections over one directory stand for two server worker processes: each has
+    # its own in-memory matrices, kept current from the database's change log.
+    writer = Collection(core_settings(tmp_path / "d"))
+    reader = Collection(core_settings(tmp_path / "d"))
+    try:
+        ingest(writer, [PHOTOS_DIR / "cat.png", PHOTOS_DIR / "rocket.jpg"])
+        assert len(search(reader, SearchRequest(image_bytes=crop_bytes(
+            PHOTOS_DIR / "cat.png"))).hits) == 2  # reader loaded its matrix here
+        report = ingest(writer, [PHOTOS_DIR / "coffee.png"], annotations=None)
+        (coffee,) = [i for _, i in report.added]
+        hits = search(reader, SearchRequest(image_bytes=crop_bytes(PHOTOS_DIR / "coffee.png")))
+        assert hits.hits[0].record.id == coffee
+        writer.annotate(coffee, title="Espresso")
+        hit = search(reader, SearchRequest(text="espresso")).hits[0]
+        assert hit.record.id == coffee and hit.normalized["text"] == 1.0
+        writer.remove([coffee])
+        hits = search(reader, SearchRequest(image_bytes=crop_bytes(PHOTOS_DIR / "coffee.png")))
+        assert coffee not in [h.record.id for h in hits.hits] and len(hits.hits) == 2
+    finally:
+        writer.close()
+        reader.close()

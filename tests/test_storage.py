@@ -71,10 +71,53 @@ def store(db: Path) -> Iterator[Store]:
 
 
 def test_schema_created_by_alembic(store: Store, db: Path) -> None:
-    assert raw_rows(db, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert raw_rows(db, "SELECT version_num FROM alembic_version") == [("0002",)]
     tables = {r[0] for r in raw_rows(db, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"images", "annotations", "tags", "embeddings", "alembic_version"} <= tables
+    assert {"images", "annotations", "tags", "embeddings", "changes",
+            "alembic_version"} <= tables
     assert store.count() == 0
+
+
+def test_deleted_ids_are_never_reused(store: Store) -> None:
+    (first,) = store.add_images([NewImage("a" * 64, "/p/a.jpg", "a.jpg", "JPEG", 1, 1, 1)])
+    store.remove([first])
+    (second,) = store.add_images([NewImage("b" * 64, "/p/b.jpg", "b.jpg", "JPEG", 1, 1, 1)])
+    assert second == first + 1
+
+
+def test_upgrade_from_0001_keeps_data(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    from hybrid_search.storage import MIGRATIONS_DIR
+
+    db = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{db}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.exec_driver_sql(
+            "INSERT INTO images (id, sha256, path, filename, format, width, height, bytes, "
+            "added_at) VALUES (7, 'abc', '/x.jpg', 'x.jpg', 'JPEG', 1, 1, 1, '2026-01-01')")
+    engine.dispose()
+    store = open_store(db)
+    try:
+        assert store.get(7).filename == "x.jpg"
+        assert raw_rows(db, "SELECT version_num FROM alembic_version") == [("0002",)]
+    finally:
+        store.dispose()
+
+
+def test_change_log_lists_written_ids(store: Store) -> None:
+    start = store.last_change()
+    (a,) = store.add_images([NewImage("c" * 64, "/p/c.jpg", "c.jpg", "JPEG", 1, 1, 1)])
+    store.annotate(a, title="hello")
+    last, ids = store.changes_since(start)
+    assert ids == {a} and last > start
+    assert store.changes_since(last) == (last, set())
 
 
 def test_open_creates_parent_directory(tmp_path: Path) -> None:
@@ -103,7 +146,7 @@ def test_reopen_is_noop(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert s.count() == 1
     finally:
         s.dispose()
-    assert raw_rows(db, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert raw_rows(db, "SELECT version_num FROM alembic_version") == [("0002",)]
 
 
 def test_foreign_keys_enabled(store: Store) -> None:
