@@ -99,14 +99,24 @@ def test_upgrade_from_0001_keeps_data(tmp_path: Path) -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0001")
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
         conn.exec_driver_sql(
             "INSERT INTO images (id, sha256, path, filename, format, width, height, bytes, "
             "added_at) VALUES (7, 'abc', '/x.jpg', 'x.jpg', 'JPEG', 1, 1, 1, '2026-01-01')")
+        conn.exec_driver_sql("INSERT INTO annotations (image_id, field, value, source) "
+                             "VALUES (7, 'title', 'Old title', 'manual')")
+        conn.exec_driver_sql("INSERT INTO tags (image_id, tag, source) VALUES (7, 'old', 'manual')")
+        conn.exec_driver_sql("INSERT INTO embeddings (image_id, model, dim, vector) "
+                             "VALUES (7, 'm', 1, x'0000803f')")
     engine.dispose()
     store = open_store(db)
     try:
-        assert store.get(7).filename == "x.jpg"
+        # Rebuilding the images table must not cascade into the rows that point at it.
+        record = store.get(7)
+        assert (record.filename, record.title, record.tags) == ("x.jpg", "Old title", ("old",))
+        assert store.models() == {"m": 1}
         assert raw_rows(db, "SELECT version_num FROM alembic_version") == [("0002",)]
+        assert raw_rows(db, "PRAGMA foreign_key_check") == []
     finally:
         store.dispose()
 
