@@ -31,6 +31,10 @@ class Problem:
         return f"{self.kind}: {self.detail}"
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _sample(ids: set[int] | list[int], n: int = 5) -> str:
     items = sorted(ids)[:n]
     more = f" and {len(ids) - n} more" if len(ids) > n else ""
@@ -68,11 +72,17 @@ def check(collection: Collection, quick: bool = False) -> list[Problem]:
         missing = db_ids - index_ids
         extra = index_ids - db_ids
         if missing:
-            problems.append(Problem("text index", f"{len(missing)} images not indexed "
+            problems.append(Problem("text index", f"{_n(len(missing), 'image')} not indexed "
                                     f"(ids {_sample(missing)})"))
         if extra:
             problems.append(Problem("text index", f"{len(extra)} indexed documents have no "
                                     f"image (ids {_sample(extra)})"))
+
+    leftovers = [p for pattern in (".whoosh.rebuild-*", ".whoosh.old-*")
+                 for p in collection.root.glob(pattern)]
+    if leftovers:
+        problems.append(Problem("text index", f"{len(leftovers)} folders left by an interrupted "
+                                f"rebuild ({leftovers[0].name})"))
 
     no_vec = set(store.ids_without_vector(collection.model_id))
     if no_vec:

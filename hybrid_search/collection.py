@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -253,7 +254,8 @@ class Collection:
         """
         folder = self.root / JOURNAL_DIR
         folder.mkdir(exist_ok=True)
-        marker = folder / f"{os.getpid()}.{threading.get_ident()}"
+        # One marker per write: a failed write's marker must outlive later writes.
+        marker = folder / f"{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex}"
         fd = os.open(marker, os.O_CREAT | os.O_WRONLY, 0o644)
         try:
             os.fsync(fd)
@@ -320,6 +322,7 @@ class Collection:
             record = self.store.annotate(
                 image_id, title=title, description=description, tags=tags,
                 add_tags=add_tags, remove_tags=remove_tags,
+                drop_vectors=(SEMANTIC_MODEL,) if self.settings.semantic else (),
             )
             self.text.upsert([text_doc(record)])
             if self._unannotated is not None:
@@ -355,7 +358,10 @@ class Collection:
     def review_auto_tag(self, image_id: int, tag: str, confirm: bool) -> ImageRecord:
         """Confirm a machine-made tag (it becomes manual) or reject it, and re-index."""
         with self._lock, self._writing():
-            record = self.store.review_auto_tag(image_id, tag, confirm)
+            record = self.store.review_auto_tag(
+                image_id, tag, confirm,
+                drop_vectors=(SEMANTIC_MODEL,) if self.settings.semantic else (),
+            )
             self.text.upsert([text_doc(record)])
             if self._unannotated is not None and record.annotated:
                 self._unannotated.discard(record.id)

@@ -253,11 +253,12 @@ def rank(collection: Collection, req: SearchRequest) -> Ranking:
             else:
                 suggestion = correction.corrected
         ranked["text"] = hits
+        # A photo with no words of its own is not judged by words. Its machine-made tags are
+        # searchable (`auto:word`, and they show as keyword matches), but in the fused ranking
+        # the zero-shot signal already speaks for the same CNN predictions, so counting them
+        # again would only add noise: on Flickr8k with no annotations it cost 0.01 R@10.
         unannotated = collection.unannotated_ids()
-        # A photo with no words of its own is not judged by words, unless its machine-made
-        # tags matched, in which case the match counts.
-        matched = {i for i, _ in hits}
-        not_applicable["text"] = unannotated - matched if matched & unannotated else unannotated
+        not_applicable["text"] = unannotated
         timings["text"] = (time.perf_counter() - t) * 1000
         # Meaning and looks use the words as typed: a sentence embedding copes with a typo
         # better than with a wrong correction, which only the keyword side needs.

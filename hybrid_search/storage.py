@@ -28,7 +28,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    selectinload,
+)
 
 from .exceptions import NotFoundError, StorageError
 
@@ -337,7 +344,9 @@ class Store:
         with self.session() as s:
             for start in range(0, len(ids), 500):
                 chunk = list(ids[start : start + 500])
-                for row in s.scalars(select(ImageRow).where(ImageRow.id.in_(chunk))):
+                query = select(ImageRow).where(ImageRow.id.in_(chunk)).options(
+                    selectinload(ImageRow.annotations), selectinload(ImageRow.tags))
+                for row in s.scalars(query):
                     found[row.id] = _record(row)
         return [found[i] for i in ids if i in found]
 
@@ -491,12 +500,21 @@ class Store:
         tags: Iterable[str] | None = None,
         add_tags: Iterable[str] = (),
         remove_tags: Iterable[str] = (),
+        drop_vectors: Sequence[str] = (),
     ) -> ImageRecord:
-        """Change an image's manual annotations; None leaves a field as it is."""
+        """Change an image's manual annotations; None leaves a field as it is.
+
+        `drop_vectors` names models whose vector of this image describes the old words: they
+        are deleted in the same transaction, so a crash before they are recomputed leaves them
+        missing (which `check --repair` fixes), never stale.
+        """
         with self.session() as s, s.begin():
             row = s.get(ImageRow, image_id)
             if row is None:
                 raise NotFoundError(f"no image with id {image_id}")
+            for model in drop_vectors:
+                s.execute(delete(Embedding).where(Embedding.model == model,
+                                                  Embedding.image_id == image_id))
             current = _record(row)
             new_tags = list(current.tags if tags is None else clean_tags(tags))
             new_tags.extend(clean_tags(add_tags))
@@ -532,12 +550,18 @@ class Store:
             s.refresh(row)
             return _record(row)
 
-    def review_auto_tag(self, image_id: int, tag: str, confirm: bool) -> ImageRecord:
+    def review_auto_tag(
+        self, image_id: int, tag: str, confirm: bool, drop_vectors: Sequence[str] = ()
+    ) -> ImageRecord:
         """Confirm a machine-made tag (it becomes a manual tag) or reject it (it is removed)."""
         with self.session() as s, s.begin():
             row = s.get(ImageRow, image_id)
             if row is None:
                 raise NotFoundError(f"no image with id {image_id}")
+            if confirm:
+                for model in drop_vectors:
+                    s.execute(delete(Embedding).where(Embedding.model == model,
+                                                      Embedding.image_id == image_id))
             found = [t for t in row.tags if t.source == AUTO and t.tag == tag]
             if not found:
                 raise NotFoundError(f"image {image_id} has no machine-made tag {tag!r}")

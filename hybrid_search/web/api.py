@@ -37,7 +37,14 @@ from .inputs import (
 )
 from .present import hit_json, record_json
 from .state import get_collection
-from .uploads import Upload, UploadRejected, read_file, store_uploads, upload_endpoint
+from .uploads import (
+    Upload,
+    UploadRejected,
+    file_label,
+    read_file,
+    store_uploads,
+    upload_endpoint,
+)
 
 __all__ = ["bp"]
 
@@ -94,7 +101,7 @@ def search_api() -> Any:
     image_bytes = None
     if files.get("image") is not None:
         image_bytes = _check_size(read_file(files["image"], _limit()))
-        image_name = files["image"].filename or image_name
+        image_name = file_label(files["image"].filename or image_name)
         if not image_bytes:
             raise QueryError("the image file is empty")
     elif data.get("image") not in (None, ""):

@@ -29,6 +29,7 @@ from .inputs import MAX_ID
 from .present import image_urls
 from .queries import QueryImages
 from .security import (
+    HtmlSafeJSONProvider,
     RateLimiter,
     SessionInterface,
     add_security_headers,
@@ -76,7 +77,7 @@ def create_app(
     if test_config is not None:
         app.config.update({k: v for k, v in test_config.items() if k not in options})
     app.session_interface = SessionInterface()
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # "results" first, as built
+    app.json = HtmlSafeJSONProvider(app)  # "results" first, as built; no raw markup
 
     collection = Collection(settings)
     try:

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, abort, current_app, request, send_file
 from ..storage import ImageRecord
 from .state import get_collection, web_state
 from .thumbs import MIMETYPES, ensure_thumbnail, original_file
+from .uploads import file_label
 
 __all__ = ["bp"]
 
@@ -43,7 +44,8 @@ def file(image_id: int) -> Response:
     response = send_file(
         path,
         mimetype=MIMETYPES.get(record.format, "application/octet-stream"),
-        download_name=record.filename,
+        # A file ingested from disk keeps its name, which may hold a newline: no header may.
+        download_name=file_label(record.filename),
         conditional=True,
         etag=record.sha256,
         max_age=0,

@@ -43,14 +43,27 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _bad_character(value: str) -> str | None:
+    """What makes a string unusable as text: a NUL, or a lone surrogate (JSON's "\\ud800"
+    decodes to one; neither SQLite nor the tokenizer can encode it)."""
+    if "\x00" in value:
+        return "a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a lone surrogate (invalid Unicode)"
+    return None
+
+
 def optional_text(value: Any, name: str, max_chars: int = MAX_QUERY_TEXT) -> str | None:
     """A string field, or None when absent or blank."""
     if _blank(value):
         return None
     if not isinstance(value, str):
         raise QueryError(f"{name} must be text, not {type(value).__name__}")
-    if "\x00" in value:
-        raise QueryError(f"{name} contains a NUL character")
+    bad = _bad_character(value)
+    if bad is not None:
+        raise QueryError(f"{name} contains {bad}")
     if len(value) > max_chars:
         raise QueryError(f"{name} is longer than {max_chars} characters")
     return value.strip()
@@ -116,8 +129,9 @@ def decode_base64_image(value: Any, name: str = "image") -> bytes:
 def _annotation_text(value: Any, name: str, max_chars: int) -> str:
     if not isinstance(value, str):
         raise AnnotationError(f"{name} must be text, not {type(value).__name__}")
-    if "\x00" in value:
-        raise AnnotationError(f"{name} contains a NUL character")
+    bad = _bad_character(value)
+    if bad is not None:
+        raise AnnotationError(f"{name} contains {bad}")
     if len(value) > max_chars:
         raise AnnotationError(f"{name} is longer than {max_chars} characters")
     return value
@@ -134,8 +148,9 @@ def _tags(value: Any, name: str) -> tuple[str, ...]:
     if len(tags) > MAX_TAGS:
         raise AnnotationError(f"{name}: at most {MAX_TAGS} tags, not {len(tags)}")
     for tag in tags:
-        if "\x00" in tag:
-            raise AnnotationError(f"{name} contains a NUL character")
+        bad = _bad_character(tag)
+        if bad is not None:
+            raise AnnotationError(f"{name} contains {bad}")
         if len(tag) > MAX_TAG:
             raise AnnotationError(f"{name}: a tag is longer than {MAX_TAG} characters")
     return tags

@@ -33,7 +33,14 @@ from .inputs import annotation_change, optional_float, optional_id, optional_int
 from .present import hit_bars, scores_tooltip
 from .state import get_collection, web_state
 from .thumbs import original_file
-from .uploads import Upload, UploadRejected, read_file, store_uploads, upload_endpoint
+from .uploads import (
+    Upload,
+    UploadRejected,
+    file_label,
+    read_file,
+    store_uploads,
+    upload_endpoint,
+)
 
 __all__ = ["bp"]
 
@@ -221,7 +228,7 @@ def search_post() -> Any:
             return error_response(413)
         if data:
             try:
-                changes["q_image"] = web_state().queries.put(data, upload.filename)
+                changes["q_image"] = web_state().queries.put(data, file_label(upload.filename))
             except ImageDecodeError as e:
                 state = _defaults(replace(form, q_image="", like=""))
                 state.error = _message(e)

@@ -17,12 +17,12 @@ from ..annotations import Annotations
 from ..collection import Collection
 from ..decode import decode_image
 from ..exceptions import ImageDecodeError
-from ..ingest import add_upload
+from ..ingest import _safe_filename, add_upload
 from ..storage import ImageRecord
 from .errors import human_bytes
 
-__all__ = ["Upload", "UploadRejected", "check_uploads", "read_file", "store_uploads",
-           "upload_endpoint"]
+__all__ = ["Upload", "UploadRejected", "check_uploads", "file_label", "read_file",
+           "store_uploads", "upload_endpoint"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,6 +62,12 @@ class UploadRejected(Exception):
                          + "; ".join(problems))
 
 
+def file_label(name: str) -> str:
+    """A client's file name as it may be shown: the last path component, printable characters
+    only (no NUL, newline or bidi override), at most 200 characters; as `add_upload` stores it."""
+    return _safe_filename(name)
+
+
 def read_file(storage: FileStorage, limit: int) -> bytes:
     """The bytes of an uploaded file, read no further than one byte past `limit`."""
     return storage.stream.read(limit + 1)
@@ -70,14 +76,14 @@ def read_file(storage: FileStorage, limit: int) -> bytes:
 def check_uploads(collection: Collection, uploads: list[Upload]) -> None:
     """Raise UploadRejected unless every upload is a readable photo within the size limit."""
     limit = int(collection.settings.max_upload_bytes)
-    too_big = [f"{u.name} is over the limit of {human_bytes(limit)} per photo (setting "
-               "max_upload_bytes)" for u in uploads if len(u.data) > limit]
+    too_big = [f"{file_label(u.name)} is over the limit of {human_bytes(limit)} per photo "
+               "(setting max_upload_bytes)" for u in uploads if len(u.data) > limit]
     if too_big:
         raise UploadRejected(413, too_big)
     problems = []
     for upload in uploads:
         try:
-            decode_image(upload.data, name=upload.name,
+            decode_image(upload.data, name=file_label(upload.name),
                          max_pixels=collection.settings.max_image_pixels)
         except ImageDecodeError as e:
             problems.append(f"{e.name}: {e.reason}")
