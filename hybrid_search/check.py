@@ -64,7 +64,7 @@ def check(collection: Collection, quick: bool = False) -> list[Problem]:
 
     db_ids = store.all_ids()
     try:
-        index_ids = collection.text.ids()
+        index_ids = collection.text.ids(fresh=True)
     except Exception as e:  # an unreadable index is a problem to report, not a crash
         problems.append(Problem("text index", f"unreadable ({e})"))
         index_ids = None
@@ -80,9 +80,9 @@ def check(collection: Collection, quick: bool = False) -> list[Problem]:
 
     leftovers = [p for pattern in (".whoosh.rebuild-*", ".whoosh.old-*")
                  for p in collection.root.glob(pattern)]
-    if leftovers:
-        problems.append(Problem("text index", f"{len(leftovers)} folders left by an interrupted "
-                                f"rebuild ({leftovers[0].name})"))
+    for leftover in leftovers:
+        problems.append(Problem("text index", f"folder left by an interrupted rebuild: "
+                                f"{leftover}"))
 
     no_vec = set(store.ids_without_vector(collection.model_id))
     if no_vec:

@@ -669,8 +669,13 @@ class TextIndex:
         terms = self._terms(word)
         return terms[0] if len(terms) == 1 else None
 
-    def ids(self) -> set[int]:
-        """Return the id of every indexed document."""
+    def ids(self, fresh: bool = False) -> set[int]:
+        """Return the id of every indexed document; `fresh` re-reads the index from disk
+        (as a check must) instead of using this thread's open searcher."""
+        if fresh:
+            with self._mutex:
+                self._close_searchers()
+                self._open()
         with self._searcher() as searcher:
             return {int(fields["id"]) for fields in searcher.reader().all_stored_fields()}
 
