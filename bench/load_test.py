@@ -33,6 +33,7 @@ import io
 import json
 import os
 import random
+import shutil
 import socket
 import sys
 import tempfile
@@ -396,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--kill-at", type=float, help="SIGKILL the server at this second")
-    parser.add_argument("--dir", type=Path, help="data directory (default: a new temporary)")
+    parser.add_argument("--dir", type=Path, help="data directory (default: a new temporary "
+                        "one, deleted after a run that passes)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
@@ -465,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     ok = (errors == 0 and result["data lost"] == 0 and server_errors == 0
           and not result["problems after repair"])
+    if ok and args.dir is None:  # a failed run's data directory is kept for a look
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
     return 0 if ok else 1
 
 

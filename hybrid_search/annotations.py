@@ -69,6 +69,10 @@ def _text(record: Mapping[str, Any], key: str) -> str:
         raise ValueError(f"{key} must be text, not {type(value).__name__}")
     if "\x00" in value:
         raise ValueError(f"{key} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{key} contains characters that are not valid text") from None
     if len(value) > MAX_FIELD:
         raise ValueError(f"{key} is longer than {MAX_FIELD} characters")
     return value.strip()

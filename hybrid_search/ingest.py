@@ -36,6 +36,7 @@ __all__ = [
     "embed_missing",
     "ingest",
     "prepare_bytes",
+    "safe_filename",
 ]
 
 Progress = Callable[[int, int], None]
@@ -130,7 +131,7 @@ def prepare_bytes(
     item = NewImage(
         sha256=hashlib.sha256(data).hexdigest(),
         path=path,
-        filename=Path(name).name,
+        filename=safe_filename(name),
         format=decoded.format,
         width=decoded.width,
         height=decoded.height,
@@ -417,7 +418,7 @@ def add_upload(
     name), written to a temporary file and renamed into place, so a crash leaves no partial
     file. The client's file name is kept only as a label.
     """
-    safe_name = _safe_filename(filename)
+    safe_name = safe_filename(filename)
     item, array = prepare_bytes(data, name=safe_name, path="", collection=collection,
                                 annotations=annotations)
     existing = collection.store.id_for_hash(item.sha256)
@@ -446,7 +447,7 @@ def add_upload(
     return new_id, True
 
 
-def _safe_filename(name: str) -> str:
+def safe_filename(name: str) -> str:
     """A display file name: last path component, no control characters, at most 200 chars."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     base = "".join(ch for ch in base if ch.isprintable() and ch not in "\x00")

@@ -232,6 +232,10 @@ def rank(collection: Collection, req: SearchRequest) -> Ranking:
     text = (req.text or "").strip()
     if not text and req.image_bytes is None and req.image_id is None:
         raise QueryError("give search words, a query image, or both")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise QueryError("the search words contain characters that are not valid text") from None
     k = max(int(settings.candidates), offset + limit)
     timings: dict[str, float] = {}
     ranked: dict[str, list[tuple[int, float]]] = {}

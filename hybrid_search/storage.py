@@ -37,7 +37,7 @@ from sqlalchemy.orm import (
     selectinload,
 )
 
-from .exceptions import NotFoundError, StorageError
+from .exceptions import AnnotationError, NotFoundError, StorageError
 
 __all__ = [
     "Annotation",
@@ -508,6 +508,13 @@ class Store:
         are deleted in the same transaction, so a crash before they are recomputed leaves them
         missing (which `check --repair` fixes), never stale.
         """
+        tags = None if tags is None else list(tags)
+        add_tags = list(add_tags)
+        for text in [title, description, *(tags or ()), *add_tags]:
+            try:
+                (text or "").encode("utf-8")
+            except UnicodeEncodeError:
+                raise AnnotationError("annotations must be valid text") from None
         with self.session() as s, s.begin():
             row = s.get(ImageRow, image_id)
             if row is None:

@@ -409,8 +409,15 @@ class TextIndex:
             raise
         try:
             writer.commit()
-        except OSError as exc:
-            raise StorageError(f"cannot commit text index at {self._path}: {exc}") from exc
+        except BaseException as exc:
+            # A failed commit (disk full, say) keeps Whoosh's write lock; let it go, or every
+            # later write would fail as "locked" until the process ends.
+            if not getattr(writer, "is_closed", True):
+                with contextlib.suppress(Exception):
+                    writer.cancel()
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot commit text index at {self._path}: {exc}") from exc
+            raise
         finally:
             self._speller = None
 

@@ -144,8 +144,6 @@ def test_search_takes_any_text_and_returns_a_well_formed_page(
     json.dumps(response.to_dict(), default=str)  # JSON-ready
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="core bug: a lone surrogate reaches "
-                   "the MiniLM tokenizer, which raises TypeError instead of a QueryError")
 def test_search_refuses_a_lone_surrogate_with_a_query_error(collection: Collection) -> None:
     with pytest.raises(QueryError):
         search(collection, SearchRequest(text="cat \ud800"))
@@ -318,8 +316,6 @@ def test_api_patch_answers_any_json_body_and_refusals_change_nothing(
     assert collection.text.ids() == collection.store.all_ids()
 
 
-@pytest.mark.xfail(strict=True, raises=StorageError, reason="core bug: TextIndex._writer leaves "
-                   "Whoosh's write lock held when commit() fails, so every later write fails")
 def test_a_failed_index_commit_does_not_block_later_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -710,8 +706,6 @@ def test_ingested_file_names_with_control_characters_are_served(
     assert "\n" not in disposition and "\u202e" not in disposition
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: ingest.prepare_bytes stores Path(name).name "
-                   "as the label, unsanitised; add_upload cleans it with _safe_filename")
 def test_ingested_file_names_are_clean_labels(data_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "src"
     folder.mkdir()

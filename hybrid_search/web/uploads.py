@@ -17,7 +17,7 @@ from ..annotations import Annotations
 from ..collection import Collection
 from ..decode import decode_image
 from ..exceptions import ImageDecodeError
-from ..ingest import _safe_filename, add_upload
+from ..ingest import add_upload, safe_filename
 from ..storage import ImageRecord
 from .errors import human_bytes
 
@@ -65,7 +65,7 @@ class UploadRejected(Exception):
 def file_label(name: str) -> str:
     """A client's file name as it may be shown: the last path component, printable characters
     only (no NUL, newline or bidi override), at most 200 characters; as `add_upload` stores it."""
-    return _safe_filename(name)
+    return safe_filename(name)
 
 
 def read_file(storage: FileStorage, limit: int) -> bytes:
