@@ -241,8 +241,23 @@ class Collection:
             in_sync = False
         if not in_sync:
             self.reindex()
+        if interrupted:
+            # A writer killed after an annotation commit may not have stored the new words'
+            # meaning vector yet (the old one goes with the commit): compute the missing ones.
+            self.fill_missing_semantic()
         for marker in interrupted:
             marker.unlink(missing_ok=True)
+
+    def fill_missing_semantic(self) -> int:
+        """Compute meaning vectors for annotated images that lack one; returns how many."""
+        if not self.settings.semantic:
+            return 0
+        missing = set(self.store.ids_without_vector(SEMANTIC_MODEL))
+        todo = [r for r in self.store.get_many(sorted(missing)) if r.annotation_text]
+        for start in range(0, len(todo), 256):
+            chunk = todo[start : start + 256]
+            self.set_vectors(SEMANTIC_MODEL, [(i, v, 1.0) for i, v in self.semantic_vectors(chunk)])
+        return len(todo)
 
     @contextmanager
     def _writing(self) -> Iterator[None]:

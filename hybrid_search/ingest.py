@@ -396,13 +396,7 @@ def embed_missing(
             done += len(kept)
         if progress is not None:
             progress(min(start + batch_size, total), total)
-    if settings.semantic:
-        missing = set(collection.store.ids_without_vector(SEMANTIC_MODEL))
-        todo = [r for r in collection.store.get_many(sorted(missing)) if r.annotation_text]
-        for start in range(0, len(todo), 256):
-            chunk = todo[start : start + 256]
-            collection.set_vectors(SEMANTIC_MODEL,
-                                   [(i, v, 1.0) for i, v in collection.semantic_vectors(chunk)])
+    collection.fill_missing_semantic()
     return done, failed
 
 
