@@ -434,3 +434,17 @@ def test_whoosh_damaged_while_open_is_reported_and_repaired(opened: Collection) 
     assert repair(opened) == []
     assert _found(opened, "tabby") != []
     gc.collect()
+
+
+def test_server_start_runs_the_quick_check(opened: Collection) -> None:
+    from hybrid_search.web.server import startup_check
+
+    assert startup_check(opened) == [
+        "quick check: database, text index, vectors and files agree"]
+    junk = opened.root / "thumbs" / "ab" / ("ab" + "0" * 62 + "_320.jpg")
+    junk.parent.mkdir(parents=True, exist_ok=True)
+    junk.write_bytes(b"x")
+    lines = startup_check(opened)
+    assert lines[0] == "quick check found 1 problem(s):" and str(junk) in lines[1]
+    assert "check --repair" in lines[-1]
+    junk.unlink()

@@ -50,6 +50,19 @@ def make_server(settings: Settings, app: Flask | None = None, **options: Any) ->
                           f"{e.strerror or e}") from None
 
 
+def startup_check(collection: Any) -> list[str]:
+    """The quick data-directory check the server runs at start, as lines to show."""
+    from ..check import check
+
+    problems = check(collection, quick=True)
+    if not problems:
+        return ["quick check: database, text index, vectors and files agree"]
+    lines = [f"quick check found {len(problems)} problem(s):"]
+    lines += [f"  {p}" for p in problems[:20]]
+    lines.append("run `hybrid-search check --repair` to fix what can be fixed")
+    return lines
+
+
 def serve(settings: Settings) -> None:
     """Serve the search page and the API until interrupted."""
     app = create_app(settings=settings)
@@ -58,6 +71,8 @@ def serve(settings: Settings) -> None:
     count = collection.store.count()
     print(f"hybrid-search: {count} photo{'s' if count != 1 else ''} in {collection.root}",
           file=sys.stderr)
+    for line in startup_check(collection):
+        print(f"hybrid-search: {line}", file=sys.stderr)
     print(f"hybrid-search: serving on {server_url(str(settings.host), server.effective_port)}"
           "  (Ctrl+C to stop)", file=sys.stderr, flush=True)
     try:
