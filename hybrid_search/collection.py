@@ -94,7 +94,11 @@ class Collection:
         self._indexes: dict[str, VectorIndex] = {}
         self._unannotated: set[int] | None = None
         self._query_cache: dict[str, np.ndarray] = {}
+        # _lock guards the in-memory state (matrices, caches) and is held only briefly, so
+        # searches never wait for a write; _write_lock puts this process's writers in line
+        # (SQLite and Whoosh's own lock do the same across processes).
         self._lock = threading.RLock()
+        self._write_lock = threading.RLock()
         self._seen_change = self.store.last_change()
         self._sync_text_index()
 
@@ -281,17 +285,18 @@ class Collection:
 
     def reindex(self) -> int:
         """Rebuild the Whoosh index from the database; returns the number of documents."""
-        with self._lock:
+        with self._write_lock:
             docs = [text_doc(r) for r in self.store.iter_records()]
             self.text.rebuild(docs)
-            self._unannotated = None
-            self._indexes.clear()
+            with self._lock:
+                self._unannotated = None
+                self._indexes.clear()
             return len(docs)
 
     # -- writes ----------------------------------------------------------------------------
     def add(self, items: Sequence[NewImage]) -> list[int | None]:
         """Store new images and index them; None for each item whose bytes were already known."""
-        with self._lock, self._writing():
+        with self._write_lock, self._writing():
             ids = self.store.add_images(items)
             new = [(i, item) for i, item in zip(ids, items, strict=True) if i is not None]
             if not new:
@@ -301,10 +306,11 @@ class Collection:
                         auto_tags=tuple(t for t, _ in it.auto_tags))
                 for i, it in new
             )
-            if self._unannotated is not None:
-                self._unannotated.update(
-                    i for i, it in new if not (it.title or it.description or it.tags)
-                )
+            with self._lock:
+                if self._unannotated is not None:
+                    self._unannotated.update(
+                        i for i, it in new if not (it.title or it.description or it.tags)
+                    )
             by_model: dict[str, list[tuple[int, np.ndarray, float]]] = {}
             for i, it in new:
                 if it.vector is not None and it.model is not None:
@@ -317,7 +323,8 @@ class Collection:
 
     def _update_index(self, model: str, rows: Sequence[tuple[int, np.ndarray, float]]) -> None:
         """Add rows to a loaded in-memory index (an index not loaded yet reads the database)."""
-        index = self._indexes.get(model)
+        with self._lock:
+            index = self._indexes.get(model)
         if index is not None and rows:
             index.add([i for i, _, _ in rows], np.stack([v for _, v, _ in rows]),
                       np.array([n for _, _, n in rows], dtype=np.float32))
@@ -333,18 +340,19 @@ class Collection:
         remove_tags: Iterable[str] = (),
     ) -> ImageRecord:
         """Change an image's manual annotations and re-index it at once."""
-        with self._lock, self._writing():
+        with self._write_lock, self._writing():
             record = self.store.annotate(
                 image_id, title=title, description=description, tags=tags,
                 add_tags=add_tags, remove_tags=remove_tags,
                 drop_vectors=(SEMANTIC_MODEL,) if self.settings.semantic else (),
             )
             self.text.upsert([text_doc(record)])
-            if self._unannotated is not None:
-                if record.annotated:
-                    self._unannotated.discard(record.id)
-                else:
-                    self._unannotated.add(record.id)
+            with self._lock:
+                if self._unannotated is not None:
+                    if record.annotated:
+                        self._unannotated.discard(record.id)
+                    else:
+                        self._unannotated.add(record.id)
             self._refresh_semantic([record])
             return record
 
@@ -359,41 +367,44 @@ class Collection:
             self.set_vectors(SEMANTIC_MODEL, [(i, v, 1.0) for i, v in vectors])
         if gone:
             self.store.delete_vectors(SEMANTIC_MODEL, gone)
-            index = self._indexes.get(SEMANTIC_MODEL)
+            with self._lock:
+                index = self._indexes.get(SEMANTIC_MODEL)
             if index is not None:
                 index.remove(gone)
 
     def set_auto_tags(self, image_id: int, tags: Sequence[tuple[str, float]]) -> ImageRecord:
         """Replace an image's machine-made tags and re-index it."""
-        with self._lock, self._writing():
+        with self._write_lock, self._writing():
             record = self.store.set_auto_tags(image_id, tags)
             self.text.upsert([text_doc(record)])
             return record
 
     def review_auto_tag(self, image_id: int, tag: str, confirm: bool) -> ImageRecord:
         """Confirm a machine-made tag (it becomes manual) or reject it, and re-index."""
-        with self._lock, self._writing():
+        with self._write_lock, self._writing():
             record = self.store.review_auto_tag(
                 image_id, tag, confirm,
                 drop_vectors=(SEMANTIC_MODEL,) if self.settings.semantic else (),
             )
             self.text.upsert([text_doc(record)])
-            if self._unannotated is not None and record.annotated:
-                self._unannotated.discard(record.id)
+            with self._lock:
+                if self._unannotated is not None and record.annotated:
+                    self._unannotated.discard(record.id)
             if confirm:
                 self._refresh_semantic([record])
             return record
 
     def remove(self, ids: Iterable[int]) -> list[int]:
         """Delete images everywhere; returns the ids that existed."""
-        with self._lock, self._writing():
+        with self._write_lock, self._writing():
             records = self.store.get_many(list(ids))
             removed = self.store.remove(r.id for r in records)
             self.text.delete(removed)
-            for index in self._indexes.values():
-                index.remove(removed)
-            if self._unannotated is not None:
-                self._unannotated.difference_update(removed)
+            with self._lock:
+                for index in self._indexes.values():
+                    index.remove(removed)
+                if self._unannotated is not None:
+                    self._unannotated.difference_update(removed)
             for r in records:
                 for path in self.derived_files(r.sha256):
                     path.unlink(missing_ok=True)
@@ -401,7 +412,7 @@ class Collection:
 
     def set_vectors(self, model: str, items: Sequence[tuple[int, np.ndarray, float]]) -> None:
         """Store vectors for existing images and update the matrix if it is the active model."""
-        with self._lock:
+        with self._write_lock:
             self.store.set_vectors(model, items)
             self._update_index(model, items)
 

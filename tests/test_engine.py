@@ -294,3 +294,31 @@ def test_two_processes_sharing_a_data_dir_see_each_others_writes(tmp_path: Path)
     finally:
         writer.close()
         reader.close()
+
+
+def test_searches_do_not_wait_for_a_write_in_progress(demo: Collection) -> None:
+    import threading
+
+    # A writer holds the process's write lock (as a long ingest batch or a Whoosh commit
+    # would); a search from another thread must still finish.
+    holding, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with demo._write_lock:
+            holding.set()
+            release.wait(30)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert holding.wait(10)
+        result: list[object] = []
+        query = SearchRequest(text="cat", image_bytes=crop_bytes(PHOTOS_DIR / "cat.png"))
+        reader = threading.Thread(target=lambda: result.append(search(demo, query)))
+        reader.start()
+        reader.join(20)
+        assert not reader.is_alive() and result, "search blocked behind the writer"
+        assert result[0].hits[0].record.filename == "cat.png"  # type: ignore[attr-defined]
+    finally:
+        release.set()
+        t.join()
