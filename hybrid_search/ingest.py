@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]
+MAX_WRITE_BATCH = 256
 
 
 @dataclass
@@ -203,14 +204,26 @@ def ingest(
         return _Prepared(name, item, array)
 
     # The writer thread owns every database and index write, so they overlap the model.
-    writes: queue.Queue[list[_Prepared] | None] = queue.Queue(maxsize=2)
+    writes: queue.Queue[list[_Prepared] | None] = queue.Queue(maxsize=8)
     write_error: list[BaseException] = []
 
     def writer() -> None:
-        while True:
+        done = False
+        while not done:
             batch = writes.get()
             if batch is None:
                 return
+            # Take whatever else is waiting, so a slow commit makes the next one bigger
+            # rather than letting the model wait: fewer, larger transactions and commits.
+            while len(batch) < MAX_WRITE_BATCH:
+                try:
+                    more = writes.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    done = True
+                    break
+                batch = batch + more
             if write_error:
                 continue
             try:
