@@ -22,7 +22,7 @@ from ..settings import Settings, load_settings
 from . import api, auth, images, pages
 from .accounts import Accounts
 from .auth import gate_reads, load_user
-from .config import ENV_PREFIX, resolve_options
+from .config import resolve_options
 from .errors import human_bytes, register_error_handlers
 from .highlight import highlight, matched_first
 from .inputs import MAX_ID
@@ -89,8 +89,8 @@ def create_app(
         raise
     if generated is not None:
         print(f"hybrid-search: first run, the admin password is: {generated}\n"
-              "  (shown once; it is stored hashed in the data directory. Set the "
-              f"{ENV_PREFIX}ADMIN_PASSWORD environment variable to choose your own.)",
+              "  (shown once; it is stored hashed in the data directory. Set the setting "
+              "admin_password, e.g. HYBRID_SEARCH_ADMIN_PASSWORD, to choose your own.)",
               file=sys.stderr, flush=True)
     app.extensions[COLLECTION_KEY] = collection
     app.extensions[STATE_KEY] = WebState(
