@@ -7,9 +7,13 @@ scale, then fusion combines them with per-signal weights.
 What a candidate absent from one signal's list gets:
 
 * **Not applicable** (the signal cannot say anything about it: the photo has no annotations
-  for the text signal, or no vector for the image signal): the signal is left out of that
-  candidate's weighted mean, so its weight goes to the signals that can judge it. An
-  unannotated photo is ranked on how it looks alone instead of being buried for having no words.
+  for the text signal, or no vector for the image signal): with a `prior` (linear min-max
+  fusion; the search uses the setting `unannotated_prior`, 0.5 by default) the signal counts
+  as that neutral "unknown" value; without one it is left out of that candidate's weighted
+  mean, so its weight goes to the signals that can judge it. Either way an unannotated photo
+  is not buried for having no words: it ranks above annotated photos whose words do not
+  match. With the prior, a photo whose words do match still ranks above an unannotated photo
+  that merely looks right, which leaving the signal out does not guarantee.
 * **Applicable but not retrieved** (the photo has words, none of which match): the signal's
   floor, 0 after min-max or the list's lowest z-score, or no reciprocal-rank term. Words that
   do not match are evidence against the photo.
@@ -99,8 +103,13 @@ def linear_fusion(
     weights: Mapping[str, float],
     floors: Mapping[str, float],
     not_applicable: Mapping[str, Collection[int]] | None = None,
+    prior: float | None = None,
 ) -> dict[int, float]:
-    """Weighted mean of normalised scores per id, over the signals applicable to that id."""
+    """Weighted mean of normalised scores per id, over the signals applicable to that id.
+
+    With a `prior`, a signal not applicable to an id counts as that neutral value instead of
+    being left out of the mean.
+    """
     not_applicable = not_applicable or {}
     ids: set[int] = set()
     for scores in normalized.values():
@@ -111,9 +120,14 @@ def linear_fusion(
         weight = 0.0
         for name, scores in normalized.items():
             w = weights.get(name, 0.0)
-            if w <= 0 or i in not_applicable.get(name, ()):
+            if w <= 0:
                 continue
-            total += w * scores.get(i, floors.get(name, 0.0))
+            if i in not_applicable.get(name, ()):
+                if prior is None:
+                    continue
+                total += w * prior
+            else:
+                total += w * scores.get(i, floors.get(name, 0.0))
             weight += w
         fused[i] = total / weight if weight > 0 else 0.0
     return fused
@@ -127,6 +141,7 @@ def fuse(
     k: int = 60,
     not_applicable: Mapping[str, Collection[int]] | None = None,
     lower_bounds: Mapping[str, float] | None = None,
+    prior: float | None = None,
 ) -> list[FusedHit]:
     """Fuse ranked lists into one list, best first, ties broken by id for a stable order.
 
@@ -154,7 +169,8 @@ def fuse(
         else:
             normalized[name] = zscore(hits)
             floors[name] = min(normalized[name].values(), default=0.0)
-    fused = linear_fusion(normalized, weights, floors, not_applicable)
+    fused = linear_fusion(normalized, weights, floors, not_applicable,
+                          prior if method == "linear" and normalization == "minmax" else None)
     raw = {name: dict(hits) for name, hits in ranked.items()}
     out = []
     for i, score in fused.items():

@@ -303,7 +303,8 @@ def rank(collection: Collection, req: SearchRequest) -> Ranking:
             weights = {"image": 1.0}
     fused = fuse(ranked, weights, method=method, normalization=norm,
                  k=int(settings.rrf_k), not_applicable=not_applicable,
-                 lower_bounds={"text": 0.0})
+                 lower_bounds={"text": 0.0},
+                 prior=_prior(settings.unannotated_prior))
     if req.image_id is not None:
         fused = [h for h in fused if h.id != req.image_id]
     timings["fuse"] = (time.perf_counter() - t) * 1000
@@ -312,6 +313,11 @@ def rank(collection: Collection, req: SearchRequest) -> Ranking:
         method=method, normalization=norm, limit=limit, offset=offset, corrected=corrected,
         suggestion=suggestion, timings=timings,
     )
+
+
+def _prior(value: float) -> float | None:
+    """The unannotated_prior setting: None (leave the signal out) when negative."""
+    return None if value < 0 else float(value)
 
 
 AUTOCORRECT_MAX_EDIT_RATIO = 0.25

@@ -57,6 +57,9 @@ SETTINGS: tuple[Setting, ...] = (
             choices=("minmax", "zscore")),
     Setting("alpha", 0.5, "Weight of the image side in fusion (text gets 1 - alpha).",
             minimum=0.0, maximum=1.0),
+    Setting("unannotated_prior", 0.5, "Linear min-max fusion only: the score a photo with no "
+            "words gets from the keyword and meaning signals (0..1: a neutral 'unknown'), or -1 "
+            "to leave those signals out of its weighted mean.", minimum=-1.0, maximum=1.0),
     Setting("rrf_k", 60, "The k in reciprocal rank fusion 1/(k + rank).", minimum=1),
     Setting("candidates", 100, "Candidates each signal returns before fusion (at least "
             "offset + limit).", minimum=1),

@@ -137,8 +137,11 @@ def test_unannotated_photo_is_not_buried(tmp_path: Path, demo: Collection) -> No
         top2 = [h.record.id for h in hits[:2]]
         assert new_id in top2
         new_hit = next(h for h in hits if h.record.id == new_id)
+        annotated_losers = [h for h in hits if h.record.annotated and h.signals["text"] is None]
+        assert all(new_hit.score > h.score for h in annotated_losers)
         assert new_hit.normalized["text"] is None  # not applicable, not zero
-        assert new_hit.score == pytest.approx(new_hit.normalized["image"])
+        # The words side counts as the neutral prior (setting unannotated_prior, 0.5).
+        assert new_hit.score == pytest.approx(0.5 * 0.5 + 0.5 * new_hit.normalized["image"])
     finally:
         col.close()
 

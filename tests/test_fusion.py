@@ -426,3 +426,18 @@ def test_rrf_fusion_sorted_and_bounded(
         assert 0.0 < h.score <= 1 / 61
     keys = [(-h.score, h.id) for h in hits]
     assert keys == sorted(keys)
+
+
+def test_prior_stands_in_for_a_not_applicable_signal() -> None:
+    ranked = {"text": [(1, 5.0), (2, 1.0)], "image": [(3, 0.9), (1, 0.6), (2, 0.1)]}
+    weights = {"text": 0.5, "image": 0.5}
+    dropped = {h.id: h.score for h in fuse(ranked, weights, not_applicable={"text": {3}})}
+    primed = {h.id: h.score for h in fuse(ranked, weights, not_applicable={"text": {3}},
+                                          prior=0.5)}
+    assert dropped[3] == pytest.approx(1.0)  # ranked on its looks alone
+    assert primed[3] == pytest.approx(0.5 * 0.5 + 0.5 * 1.0)
+    assert primed[1] > primed[3] > primed[2]  # a word match first, an unknown before a miss
+    # RRF ignores the prior: it has no score scale to put a neutral value on.
+    rrf_scores = {h.id: h.score for h in fuse(ranked, weights, method="rrf",
+                                              not_applicable={"text": {3}}, prior=0.5)}
+    assert rrf_scores[3] == pytest.approx(1 / 61)

@@ -180,3 +180,34 @@ def test_evaluate_captions_reports_every_mode(tmp_path: Path) -> None:
     assert metrics["text"]["R@10"] >= 0.45
     assert metrics["hybrid"]["R@10"] > metrics["text"]["R@10"]
     print(metrics)
+
+
+def test_a_matching_word_beats_photos_that_only_look_right(tmp_path: Path) -> None:
+    from PIL import Image
+
+    # Unannotated near-copies of six demo photos next to the annotated originals.
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for name in ("cat.png", "rocket.jpg", "coffee.png", "astronaut.png",
+                 "hubble_deep_field.jpg", "coins.png"):
+        with Image.open(PHOTOS_DIR / name) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            im.crop((w // 10, h // 10, w * 9 // 10, h * 9 // 10)).save(extra / f"copy-{name}.jpg")
+    col = Collection(load_settings(data_dir=tmp_path / "d", env={}))
+    try:
+        ingest(col, [PHOTOS_DIR], annotations=ANNOTATIONS_CSV)
+        ingest(col, [extra])
+        for words, expected in (("pompeii", "coins.png"), ("hubble", "hubble_deep_field.jpg"),
+                                ("espresso", "coffee.png")):
+            hits = search(col, SearchRequest(text=words, limit=3)).hits
+            assert hits[0].record.filename == expected, (words, hits)
+        # ...and the unannotated copy of the espresso photo follows the original.
+        hits = search(col, SearchRequest(text="espresso", limit=2)).hits
+        assert hits[1].record.filename == "copy-coffee.png.jpg"
+        # Leaving the words out of an unannotated photo's mean instead lets looks alone win.
+        col.settings.values["unannotated_prior"] = -1.0
+        hits = search(col, SearchRequest(text="pompeii", limit=3)).hits
+        assert hits[0].record.filename != "coins.png"
+    finally:
+        col.close()
