@@ -8,7 +8,7 @@ source file cannot be repaired and is only reported.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,22 @@ def _sample(ids: set[int] | list[int], n: int = 5) -> str:
     items = sorted(ids)[:n]
     more = f" and {len(ids) - n} more" if len(ids) > n else ""
     return ", ".join(map(str, items)) + more
+
+
+def _stray_files(collection: Collection) -> Iterator[tuple[Path, str]]:
+    """Derived files that belong to no stored image, and temporary files left by a write."""
+    hashes = collection.store.known_hashes()
+    for folder in (THUMBS_DIR, ORIGINALS_DIR):
+        base = collection.root / folder
+        if not base.is_dir():
+            continue
+        for path in list(base.rglob("*")):
+            if not path.is_file():
+                continue
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                yield path, "leftover temporary file"
+            elif path.name[:64] not in hashes:
+                yield path, "orphan file"
 
 
 def check(collection: Collection, quick: bool = False) -> list[Problem]:
@@ -100,18 +116,8 @@ def check(collection: Collection, quick: bool = False) -> list[Problem]:
             problems.append(Problem("vectors", f"{len(no_sem)} annotated images have no "
                                     f"meaning vector (ids {_sample(no_sem)})"))
 
-    hashes = store.known_hashes()
-    for folder in (THUMBS_DIR, ORIGINALS_DIR):
-        base = collection.root / folder
-        if not base.is_dir():
-            continue
-        for path in base.rglob("*"):
-            if not path.is_file():
-                continue
-            if path.name.startswith(".") and path.name.endswith(".tmp"):
-                problems.append(Problem("derived files", f"leftover temporary file {path}"))
-            elif path.name[:64] not in hashes:
-                problems.append(Problem("derived files", f"orphan file {path}"))
+    for path, what in _stray_files(collection):
+        problems.append(Problem("derived files", f"{what} {path}"))
     if not quick:
         for record in store.iter_records():
             if not Path(record.path).is_file():
@@ -138,12 +144,6 @@ def repair(
     if "text index" in kinds:
         collection.reindex()
     if "derived files" in kinds:
-        hashes = collection.store.known_hashes()
-        for folder in (THUMBS_DIR, ORIGINALS_DIR):
-            base = collection.root / folder
-            if not base.is_dir():
-                continue
-            for path in list(base.rglob("*")):
-                if path.is_file() and (path.name.endswith(".tmp") or path.name[:64] not in hashes):
-                    path.unlink(missing_ok=True)
+        for path, _ in _stray_files(collection):
+            path.unlink(missing_ok=True)
     return check(collection)

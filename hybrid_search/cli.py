@@ -339,13 +339,19 @@ def serve_cmd(obj: Context, host: str | None, port: int | None, demo: bool) -> N
 
 
 def _build_demo(obj: Context) -> None:
+    with obj.collection() as col:
+        _ingest_demo(col, err=True)
+
+
+def _ingest_demo(col: Any, err: bool = False) -> None:
+    """Add the bundled demo photos with their annotations, and say what happened."""
     from .demo import ANNOTATIONS_CSV, PHOTOS_DIR
     from .ingest import ingest
 
-    with obj.collection() as col, _progress("demo") as progress:
+    with _progress("demo") as progress:
         report = ingest(col, [PHOTOS_DIR], annotations=ANNOTATIONS_CSV, progress=progress)
-        click.echo(f"demo collection in {col.root}: added {len(report.added)}, "
-                   f"already there {len(report.duplicates)}", err=True)
+    click.echo(f"demo collection in {col.root}: added {len(report.added)}, "
+               f"already there {len(report.duplicates)}", err=err)
 
 
 @main.group("models")
@@ -395,15 +401,11 @@ def models_download_cmd(name: str, pretrained: str | None) -> None:
 @click.pass_obj
 def demo_cmd(obj: Context, no_search: bool) -> None:
     """Build the demo collection (bundled photos with annotations) and run sample searches."""
-    from .demo import ANNOTATIONS_CSV, PHOTOS_DIR
-    from .ingest import ingest
+    from .demo import PHOTOS_DIR
     from .search import SearchRequest, search
 
     with _errors(), obj.collection() as col:
-        with _progress("demo") as progress:
-            report = ingest(col, [PHOTOS_DIR], annotations=ANNOTATIONS_CSV, progress=progress)
-        click.echo(f"demo collection in {col.root}: added {len(report.added)}, "
-                   f"already there {len(report.duplicates)}")
+        _ingest_demo(col)
         if no_search:
             return
         for words in ("cat", "coffee cup"):

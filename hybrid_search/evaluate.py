@@ -8,7 +8,6 @@ full ranking, precision at 10 and 20.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 
 from .collection import Collection
 from .exceptions import AnnotationError
-from .ingest import ingest
+from .ingest import ingest, stored_id
 
 __all__ = [
     "average_precision",
@@ -109,7 +108,7 @@ def evaluate_images(
     # Map each file to its stored id through its content hash (duplicates share one id).
     label_of: dict[int, str] = {}
     for path, label in pairs:
-        image_id = collection.store.id_for_hash(hashlib.sha256(path.read_bytes()).hexdigest())
+        image_id = stored_id(collection, path)
         if image_id is not None:
             label_of.setdefault(image_id, label)
     vectors = collection.vectors
@@ -198,7 +197,7 @@ def evaluate_captions(
     ingest(collection, list(captions), progress=progress)
     id_of: dict[Path, int] = {}
     for path in captions:
-        image_id = collection.store.id_for_hash(hashlib.sha256(path.read_bytes()).hexdigest())
+        image_id = stored_id(collection, path)
         if image_id is not None:
             id_of[path] = image_id
     photos = sorted(id_of, key=str)

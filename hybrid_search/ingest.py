@@ -37,6 +37,7 @@ __all__ = [
     "ingest",
     "prepare_bytes",
     "safe_filename",
+    "stored_id",
 ]
 
 Progress = Callable[[int, int], None]
@@ -118,8 +119,10 @@ def prepare_bytes(
     path: str,
     collection: Collection,
     annotations: Annotations | None = None,
+    sha256: str | None = None,
 ) -> tuple[NewImage, np.ndarray]:
-    """Hash, decode and preprocess one image's bytes; ImageDecodeError if they are no image."""
+    """Hash (unless the caller already did: `sha256`), decode and preprocess one image's
+    bytes; ImageDecodeError if they are no image."""
     settings = collection.settings
     if len(data) > settings.max_upload_bytes:
         raise ImageDecodeError(
@@ -130,7 +133,7 @@ def prepare_bytes(
     array = collection.embedder.preprocess(decoded.image)
     ann = annotations or Annotations()
     item = NewImage(
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
         path=path,
         filename=safe_filename(name),
         format=decoded.format,
@@ -192,7 +195,7 @@ def ingest(
         try:
             ann = ann_map.get(path) or find_sidecar(path)
             item, array = prepare_bytes(data, name=name, path=name, collection=collection,
-                                        annotations=ann)
+                                        annotations=ann, sha256=sha)
         except ImageDecodeError as e:
             with claim_lock:
                 claimed.discard(sha)
@@ -273,7 +276,7 @@ def ingest(
         raise write_error[0]
     # Fill in ids of duplicates of content stored before this run.
     report.duplicates = [
-        (p, i if i is not None else _id_for_path(collection, p)) for p, i in report.duplicates
+        (p, i if i is not None else stored_id(collection, p)) for p, i in report.duplicates
     ]
     report.seconds = time.perf_counter() - start
     return report
@@ -293,16 +296,13 @@ def embed_items(
     extra: list[list[tuple[str, np.ndarray, float]]] = [[] for _ in items]
     auto: list[tuple[tuple[str, float], ...]] = [() for _ in items]
     if enc.logits is not None:
-        from .zeroshot import auto_tags
-
-        if settings.zero_shot:
-            conse = collection.conse
-            for n, v in enumerate(conse.image_vectors(enc.logits)):
-                extra[n].append((conse.model_id, v, 1.0))
-        if settings.auto_tags and settings.auto_tag_max > 0:
-            tags = auto_tags(enc.logits, float(settings.auto_tag_threshold),
-                             int(settings.auto_tag_max))
-            auto = [tuple(t) for t in tags]
+        zero_shot, tags = _from_logits(collection, enc.logits)
+        if zero_shot is not None:
+            model, vectors = zero_shot
+            for n, v in enumerate(vectors):
+                extra[n].append((model, v, 1.0))
+        if tags is not None:
+            auto = tags
     if settings.semantic:
         texts = [(n, annotation_text(it.title, it.description, it.tags))
                  for n, it in enumerate(items)]
@@ -318,7 +318,27 @@ def embed_items(
     ]
 
 
-def _id_for_path(collection: Collection, path: str) -> int | None:
+def _from_logits(
+    collection: Collection, logits: np.ndarray
+) -> tuple[tuple[str, np.ndarray] | None, list[tuple[tuple[str, float], ...]] | None]:
+    """What a batch's ImageNet logits give, as the settings ask: the zero-shot vectors (with
+    their model id) and the machine-made tags; None for what is switched off."""
+    settings = collection.settings
+    zero_shot = None
+    if settings.zero_shot:
+        conse = collection.conse
+        zero_shot = (str(conse.model_id), conse.image_vectors(logits))
+    tags = None
+    if settings.auto_tags and settings.auto_tag_max > 0:
+        from .zeroshot import auto_tags
+
+        found = auto_tags(logits, float(settings.auto_tag_threshold), int(settings.auto_tag_max))
+        tags = [tuple(t) for t in found]
+    return zero_shot, tags
+
+
+def stored_id(collection: Collection, path: Path | str) -> int | None:
+    """The id of the stored image with the same bytes as the file at `path`, if any."""
     try:
         data = Path(path).read_bytes()
     except OSError:
@@ -392,17 +412,13 @@ def embed_missing(
                 (r.id, v, float(n)) for r, v, n in zip(kept, enc.vectors, enc.norms, strict=True)
             ])
             if enc.logits is not None:
-                from .zeroshot import auto_tags
-
-                if visual is not None:
-                    conse = collection.conse
-                    collection.set_vectors(visual, [
-                        (r.id, v, 1.0)
-                        for r, v in zip(kept, conse.image_vectors(enc.logits), strict=True)
+                zero_shot, tags = _from_logits(collection, enc.logits)
+                if zero_shot is not None:
+                    model, vectors = zero_shot
+                    collection.set_vectors(model, [
+                        (r.id, v, 1.0) for r, v in zip(kept, vectors, strict=True)
                     ])
-                if settings.auto_tags and settings.auto_tag_max > 0:
-                    tags = auto_tags(enc.logits, float(settings.auto_tag_threshold),
-                                     int(settings.auto_tag_max))
+                if tags is not None:
                     for r, t in zip(kept, tags, strict=True):
                         if not r.auto_tags:
                             collection.set_auto_tags(r.id, t)

@@ -519,9 +519,7 @@ class Store:
             row = s.get(ImageRow, image_id)
             if row is None:
                 raise NotFoundError(f"no image with id {image_id}")
-            for model in drop_vectors:
-                s.execute(delete(Embedding).where(Embedding.model == model,
-                                                  Embedding.image_id == image_id))
+            _drop_vectors(s, image_id, drop_vectors)
             current = _record(row)
             new_tags = list(current.tags if tags is None else clean_tags(tags))
             new_tags.extend(clean_tags(add_tags))
@@ -566,9 +564,7 @@ class Store:
             if row is None:
                 raise NotFoundError(f"no image with id {image_id}")
             if confirm:
-                for model in drop_vectors:
-                    s.execute(delete(Embedding).where(Embedding.model == model,
-                                                      Embedding.image_id == image_id))
+                _drop_vectors(s, image_id, drop_vectors)
             found = [t for t in row.tags if t.source == AUTO and t.tag == tag]
             if not found:
                 raise NotFoundError(f"image {image_id} has no machine-made tag {tag!r}")
@@ -628,6 +624,13 @@ class Store:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _drop_vectors(s: Session, image_id: int, models: Sequence[str]) -> None:
+    """Delete an image's vectors under these models (inside the caller's transaction)."""
+    if models:
+        s.execute(delete(Embedding).where(Embedding.model.in_(list(models)),
+                                          Embedding.image_id == image_id))
 
 
 def _log(s: Session, ids: Iterable[int]) -> None:
