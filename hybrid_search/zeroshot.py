@@ -8,8 +8,9 @@ disk); after that, `image_vectors` is a small matrix product over the logits ing
 
 What we changed from the paper, each measured in `docs/zeroshot.md` (`bench/zeroshot.py`):
 labels are embedded as "a photo of a {name}." averaged with the WordNet gloss, the softmax is
-flattened by a temperature and all 1000 labels are kept, and the mean label embedding is
-subtracted (a hubness correction: otherwise every photo leans towards the same centre).
+flattened by a temperature and all 1000 labels are kept, the mean label embedding is
+subtracted (a hubness correction: otherwise every photo leans towards the same centre), and
+the weighted mean is replaced by a ridge-regression decoding of the weights (`ridge_decoder`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "imagenet_classes",
     "imagenet_labels",
     "label_texts",
+    "ridge_decoder",
     "softmax",
 ]
 
@@ -137,6 +139,10 @@ class ConSEParams:
     """How a class is put into words (one of LABEL_TEXTS)."""
     centre: bool = False
     """Subtract the mean label embedding (hubness correction)."""
+    ridge: float = 0.0
+    """0: the photo vector is the weighted mean of the label embeddings (ConSE). Above 0: it
+    is the ridge-regression decoding of the weights, the vector x minimising
+    ||L x - p||^2 + lambda ||x||^2, with lambda = ridge x the mean eigenvalue of L^T L."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= NUM_CLASSES:
@@ -145,18 +151,24 @@ class ConSEParams:
             raise ValueError(f"temperature must be a number above 0, not {self.temperature}")
         if self.label_text not in LABEL_TEXTS:
             raise ValueError(f"label_text must be one of {LABEL_TEXTS}, not {self.label_text!r}")
+        if not (np.isfinite(self.ridge) and self.ridge >= 0):
+            raise ValueError(f"ridge must be a number from 0 up, not {self.ridge}")
 
     @property
     def slug(self) -> str:
-        """The parameters as a short id, e.g. 'prompt+gloss-k50-t3-centred'."""
+        """The parameters as a short id, e.g. 'prompt+gloss-k50-t3-centred-ridge4'."""
         centre = "-centred" if self.centre else ""
-        return f"{self.label_text}-k{self.top_k}-t{self.temperature:g}{centre}"
+        ridge = f"-ridge{self.ridge:g}" if self.ridge else ""
+        return f"{self.label_text}-k{self.top_k}-t{self.temperature:g}{centre}{ridge}"
 
 
 # Chosen on the development split of Flickr8k (docs/zeroshot.md): the best dev MRR of a
-# top_k x temperature grid. All labels are kept: with centred label embeddings the long tail
-# no longer drags every photo towards the same centre.
-DEFAULT_CONSE = ConSEParams(top_k=1000, temperature=3.0, label_text="prompt+gloss", centre=True)
+# top_k x temperature x ridge grid. All labels are kept: with centred label embeddings the long
+# tail no longer drags every photo towards the same centre; the ridge decoding keeps groups of
+# near-identical labels (dog breeds) from outvoting the rest.
+DEFAULT_CONSE = ConSEParams(
+    top_k=1000, temperature=4.0, label_text="prompt+gloss", centre=True, ridge=4.0
+)
 
 
 def label_texts(label_text: str) -> list[list[str]]:
@@ -173,6 +185,23 @@ def label_texts(label_text: str) -> list[list[str]]:
     if label_text == "prompt+gloss":
         return [[f"a photo of a {c.names[0]}.", c.gloss] for c in classes]
     raise ValueError(f"label_text must be one of {LABEL_TEXTS}, not {label_text!r}")
+
+
+def ridge_decoder(labels: np.ndarray, ridge: float) -> np.ndarray:
+    """L (L^T L + lambda I)^-1 for label embeddings L (n, dim), lambda = ridge x mean eigenvalue.
+
+    For label weights p, p @ decoder is argmin_x ||L x - p||^2 + lambda ||x||^2: the point in
+    sentence space whose similarities to the labels best reproduce the weights. Where many
+    labels share a direction (118 dog breeds), the weighted mean counts it once per label;
+    the least-squares solution counts it once. As ridge grows this tends to the (scaled)
+    weighted mean L^T p, so ConSE is its limit.
+    """
+    lab = np.asarray(labels, dtype=np.float64)
+    gram = lab.T @ lab
+    lam = ridge * np.trace(gram) / gram.shape[0]
+    # Solve instead of inverting: (L^T L + lambda I) is symmetric positive definite.
+    decoder = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), lab.T).T
+    return decoder.astype(np.float32)
 
 
 class ConSE:
@@ -193,12 +222,18 @@ class ConSE:
         self._lock = threading.Lock()
 
     def label_matrix(self) -> np.ndarray:
-        """The (1000, dim) label embeddings used for photos (centred if the params say so)."""
+        """The (1000, dim) matrix a photo's label weights are multiplied by.
+
+        The label embeddings (centred if the params say so); with `ridge`, the decoding
+        matrix L (L^T L + lambda I)^-1 instead, so that weights @ matrix is the ridge solution.
+        """
         with self._lock:
             if self._labels is None:
                 matrix = self._load_or_build()
                 if self.params.centre:
                     matrix = l2_normalize(matrix - matrix.mean(axis=0))
+                if self.params.ridge:
+                    matrix = ridge_decoder(matrix, self.params.ridge)
                 self._labels = matrix
             return self._labels
 

@@ -19,6 +19,7 @@ from hybrid_search.zeroshot import (
     default_conse,
     imagenet_classes,
     imagenet_labels,
+    ridge_decoder,
     softmax,
 )
 
@@ -168,6 +169,46 @@ def test_centring_removes_the_mean_label() -> None:
     assert np.allclose(np.linalg.norm(centred, axis=1), 1.0, atol=1e-5)
 
 
+def test_ridge_decoding_solves_the_least_squares_problem() -> None:
+    rng = np.random.default_rng(5)
+    labels = l2_normalize(rng.standard_normal((50, DIM)))
+    p = softmax(rng.standard_normal((3, 50)))
+    ridge = 0.7
+    lam = ridge * np.trace(labels.T @ labels) / DIM
+    got = p @ ridge_decoder(labels, ridge)
+    for i in range(3):
+        # argmin ||L x - p||^2 + lam ||x||^2 as an ordinary least-squares problem.
+        a = np.vstack([labels, np.sqrt(lam) * np.eye(DIM)])
+        b = np.concatenate([p[i], np.zeros(DIM)])
+        want = np.linalg.lstsq(a, b, rcond=None)[0]
+        assert np.allclose(got[i], want, atol=1e-5)
+
+
+def test_ridge_counts_a_repeated_label_once() -> None:
+    # Ten labels share one direction (think of 118 dog breeds), one label has another.
+    a, b = np.eye(DIM)[0], np.eye(DIM)[1]
+    labels = np.vstack([np.tile(a, (10, 1)), b[None], l2_normalize(np.eye(DIM)[2:])])
+    p = np.zeros((1, len(labels)))
+    p[0, :10], p[0, 10] = 0.04, 0.3  # the shared direction: 0.4 in all, the lone label 0.3
+    mean = l2_normalize(p @ labels)[0]
+    decoded = l2_normalize(p @ ridge_decoder(labels, 0.05))[0]
+    assert mean @ a > mean @ b  # the weighted mean lets the ten outvote the one
+    assert decoded @ b > decoded @ a  # the least-squares vector gives each direction its due
+    # A large ridge tends to the weighted mean.
+    assert np.allclose(l2_normalize(p @ ridge_decoder(labels, 1e6))[0], mean, atol=1e-4)
+
+
+def test_conse_with_ridge_decodes_the_centred_labels() -> None:
+    emb = FakeEmbedder()
+    centred = replace(TOY, top_k=1000, centre=True)
+    labels = ConSE(emb, centred).label_matrix()
+    conse = ConSE(emb, replace(centred, ridge=2.0))
+    assert np.allclose(conse.label_matrix(), ridge_decoder(labels, 2.0), atol=1e-6)
+    x = random_logits(3, seed=6)
+    want = l2_normalize(softmax(x) @ ridge_decoder(labels, 2.0))
+    assert np.allclose(conse.image_vectors(x), want, atol=1e-5)
+
+
 def test_labels_with_several_texts_are_averaged() -> None:
     emb = FakeEmbedder()
     conse = ConSE(emb, replace(TOY, label_text="prompt+gloss"))
@@ -198,15 +239,18 @@ def test_model_id_names_method_and_parameters() -> None:
     emb = FakeEmbedder()
     ids = {ConSE(emb, p).model_id for p in
            (TOY, replace(TOY, top_k=5), replace(TOY, temperature=2.0), replace(TOY, centre=True),
-            replace(TOY, label_text="prompt"))}
-    assert len(ids) == 5
+            replace(TOY, label_text="prompt"), replace(TOY, ridge=4.0))}
+    assert len(ids) == 6
     assert ConSE(emb, TOY).model_id == "conse-v1-fake-name-k10-t1"
+    assert ConSE(emb, replace(TOY, centre=True, ridge=4.0)).model_id == (
+        "conse-v1-fake-name-k10-t1-centred-ridge4")
     assert ConSE(emb).model_id.startswith("conse-v1-fake-prompt+gloss-")
     assert ConSE(emb).dim == DIM
 
 
 @pytest.mark.parametrize("bad", [dict(top_k=0), dict(top_k=1001), dict(temperature=0.0),
-                                 dict(temperature=float("nan")), dict(label_text="poem")])
+                                 dict(temperature=float("nan")), dict(label_text="poem"),
+                                 dict(ridge=-1.0), dict(ridge=float("inf"))])
 def test_bad_parameters(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         ConSEParams(**bad)  # type: ignore[arg-type]
