@@ -165,7 +165,10 @@ def ingest(
     report.unmatched_annotations = len(ann_map) - len(matched)
     total = len(files)
     known = collection.store.known_hashes()
-    claimed: set[str] = set()
+    # Content being decoded now, by hash: a second file with the same bytes waits for the
+    # first's outcome, so it is a duplicate only of something that will be stored.
+    claimed: dict[str, threading.Event] = {}
+    refused: dict[str, str] = {}
     claim_lock = threading.Lock()
     settings = collection.settings
     batch_size = int(settings.batch_size)
@@ -188,22 +191,37 @@ def ingest(
         except OSError as e:
             return _Skipped(name, reason=f"cannot read: {e.strerror or e}")
         sha = hashlib.sha256(data).hexdigest()
-        with claim_lock:
-            if sha in known or sha in claimed:
-                return _Skipped(name, duplicate_of=None)
-            claimed.add(sha)
+        if sha in known:
+            return _Skipped(name, duplicate_of=None)
+        while True:
+            with claim_lock:
+                first = claimed.get(sha)
+                if first is None:
+                    claimed[sha] = threading.Event()
+            if first is None:
+                break
+            # The earlier file was submitted first, so it is running: no deadlock.
+            first.wait()
+            if sha in refused:  # the bytes themselves are not an image we take
+                return _Skipped(name, reason=refused[sha])
+            with claim_lock:
+                if claimed.get(sha) is first:
+                    return _Skipped(name, duplicate_of=None)
+            # The first was refused for its own annotations: these bytes get their turn.
+        done_event = claimed[sha]
         try:
             ann = ann_map.get(path) or find_sidecar(path)
             item, array = prepare_bytes(data, name=name, path=name, collection=collection,
                                         annotations=ann, sha256=sha)
         except ImageDecodeError as e:
-            with claim_lock:
-                claimed.discard(sha)
+            refused[sha] = e.reason
             return _Skipped(name, reason=e.reason)
         except AnnotationError as e:
             with claim_lock:
-                claimed.discard(sha)
+                del claimed[sha]
             return _Skipped(name, reason=str(e))
+        finally:
+            done_event.set()
         return _Prepared(name, item, array)
 
     # The writer thread owns every database and index write, so they overlap the model.

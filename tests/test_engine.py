@@ -196,6 +196,62 @@ def test_broken_files_fail_alone(tmp_path: Path) -> None:
         col.close()
 
 
+def test_copies_in_one_run_share_the_first_copys_fate(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy that arrives while the first is still being decoded is a duplicate only if the
+    first is stored; if the bytes are refused, so is every copy, with the same reason."""
+    import threading
+    import time
+
+    import hybrid_search.ingest as ingest_module
+
+    real, started = ingest_module.prepare_bytes, threading.Event()
+
+    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not started.is_set():  # the first file decodes slowly: the copies catch up
+            started.set()
+            time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "prepare_bytes", slow)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"></svg>'
+    for name in ("a.png", "b.png", "c.png"):
+        (folder / name).write_bytes(svg)
+    col = Collection(core_settings(tmp_path / "d"))
+    try:
+        report = ingest(col, [folder], workers=3)
+        assert report.added == [] and report.duplicates == []
+        assert sorted(p for p, _ in report.failed) == [str(folder / n) for n in
+                                                        ("a.png", "b.png", "c.png")]
+        assert len({reason for _, reason in report.failed}) == 1
+        # Good bytes: one stored, the copies are its duplicates.
+        started.clear()
+        cat = (PHOTOS_DIR / "cat.png").read_bytes()
+        for name in ("a.png", "b.png", "c.png"):
+            (folder / name).write_bytes(cat)
+        report = ingest(col, [folder], workers=3)
+        ((first, stored),) = report.added  # whichever copy a thread claimed first
+        names = {str(folder / n) for n in ("a.png", "b.png", "c.png")}
+        assert sorted(report.duplicates) == [(p, stored) for p in sorted(names - {first})]
+        assert report.failed == []
+        # A copy whose own annotations are broken is refused; another copy is stored.
+        started.clear()
+        col.remove([stored])
+        (folder / "a.png.json").write_text("{not json")
+        report = ingest(col, [folder], workers=3)
+        ((second, stored),) = report.added
+        assert second != str(folder / "a.png") and col.store.count() == 1
+        # a.png either failed on its sidecar (it was claimed first) or is a duplicate.
+        outcome = dict(report.failed) | dict(report.duplicates)
+        assert set(outcome) == names - {second}
+        assert outcome[str(folder / "a.png")] in (stored, *(r for _, r in report.failed))
+        assert all(i == stored for _, i in report.duplicates)
+    finally:
+        col.close()
+
+
 def test_annotate_and_remove_reach_both_indexes(tmp_path: Path) -> None:
     col = Collection(core_settings(tmp_path / "d"))
     try:
