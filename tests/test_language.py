@@ -47,7 +47,7 @@ def annotated(tmp_path_factory: pytest.TempPathFactory) -> Collection:
 @pytest.mark.parametrize(
     ("words", "expected"),
     [("a cat", "cat.png"), ("spaceship", "rocket.jpg"), ("beverage", "coffee.png"),
-     ("planets", "hubble_deep_field.jpg")],
+     ("stars", "hubble_deep_field.jpg")],
 )
 def test_words_find_photos_nobody_annotated(unannotated: Collection, words: str,
                                             expected: str) -> None:
