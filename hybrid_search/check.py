@@ -1,9 +1,9 @@
 """Verifying a data directory: database ↔ Whoosh index ↔ vectors ↔ derived files ↔ sources.
 
 `check` lists every problem found; `repair` fixes what can be fixed from the database (the
-source of truth): it rebuilds the Whoosh index, computes missing vectors, drops orphan vectors
-and orphan derived files, and removes temporary files left by an interrupted write. A missing
-source file cannot be repaired and is only reported.
+source of truth): it rebuilds the Whoosh index, computes missing vectors, drops orphan vectors,
+zero-shot vectors of an earlier method, and orphan derived files, and removes temporary files
+left by an interrupted write. A missing source file cannot be repaired and is only reported.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from .collection import ORIGINALS_DIR, SEMANTIC_MODEL, THUMBS_DIR, Collection
+from .zeroshot import MODEL_PREFIX as CONSE_PREFIX
 
 __all__ = ["Problem", "check", "repair"]
 
@@ -109,6 +110,10 @@ def check(collection: Collection, quick: bool = False) -> list[Problem]:
         if no_vis:
             problems.append(Problem("vectors", f"{len(no_vis)} images have no zero-shot "
                                     f"vector (ids {_sample(no_vis)})"))
+    old = _superseded_zero_shot(collection)
+    if old:
+        problems.append(Problem("vectors", f"{sum(old.values())} zero-shot vectors of an earlier "
+                                f"method, no longer used ({', '.join(sorted(old))})"))
     if collection.settings.semantic:
         no_sem = (db_ids - collection.unannotated_ids()) & set(
             store.ids_without_vector(SEMANTIC_MODEL))
@@ -126,6 +131,17 @@ def check(collection: Collection, quick: bool = False) -> list[Problem]:
     return problems
 
 
+def _superseded_zero_shot(collection: Collection) -> dict[str, int]:
+    """Vector counts of zero-shot (ConSE) model ids other than the one this version computes.
+
+    The method's parameters are fixed in code, not settings, so after an upgrade that
+    changed them the old vectors can never be used again (`repair` computes the new ones from
+    the photos, then drops the old)."""
+    current = collection.conse.model_id
+    return {m: n for m, n in collection.store.models().items()
+            if m.startswith(CONSE_PREFIX) and m != current}
+
+
 def repair(
     collection: Collection, progress: Callable[[int, int], None] | None = None
 ) -> list[Problem]:
@@ -141,6 +157,10 @@ def repair(
                 "OR length(vector) != 4 * dim"
             ))
         embed_missing(collection, progress=progress)
+        # Only once the current method's vectors are in: a crash before this leaves both.
+        for model in _superseded_zero_shot(collection):
+            with collection.store.engine.begin() as conn:
+                conn.execute(text("DELETE FROM embeddings WHERE model = :m"), {"m": model})
     if "text index" in kinds:
         collection.reindex()
     if "derived files" in kinds:

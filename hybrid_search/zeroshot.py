@@ -53,6 +53,8 @@ SHIPPED_DIR = Path(__file__).parent / "data"
 # Bump when the vectors change for the same parameters (new label texts, new maths), so that
 # vectors stored under the old model_id are recomputed.
 METHOD_VERSION = 1
+# Every ConSE model id starts with this (`check --repair` drops those of an earlier method).
+MODEL_PREFIX = "conse-"
 
 # How a class is put into words before MiniLM embeds it. Several texts per class are embedded
 # separately and averaged.
@@ -217,7 +219,7 @@ class ConSE:
         self.params = params
         self.cache_dir = cache_dir
         self.dim: int = embedder.dim
-        self.model_id = f"conse-v{METHOD_VERSION}-{embedder.model_id}-{params.slug}"
+        self.model_id = f"{MODEL_PREFIX}v{METHOD_VERSION}-{embedder.model_id}-{params.slug}"
         self._labels: np.ndarray | None = None
         self._lock = threading.Lock()
 

@@ -259,6 +259,30 @@ def test_deleted_derived_vector_is_reported_and_recomputed(site: Site, which: st
     np.testing.assert_allclose(after, before, atol=1e-5)
 
 
+def test_zero_shot_vectors_of_an_earlier_method_are_replaced(site: Site) -> None:
+    # As after an upgrade that changed the ConSE parameters: the stored vectors carry the old
+    # model id, so none of the current method exists yet.
+    current = (_models(site) - {MODEL, SEMANTIC_MODEL}).pop()
+    old = "conse-v1-minilm-l6-v2-prompt+gloss-k1000-t3-centred"
+    assert current.startswith("conse-") and current != old
+    cat = site.image_id("cat.png")
+    with closing(site.db()) as db, db:
+        db.execute("UPDATE embeddings SET model = ? WHERE model = ?", (old, current))
+    problems = _problems(site.data)
+    assert problems[0].startswith("problem: vectors: 12 images have no zero-shot vector")
+    assert problems[1:] == [f"problem: vectors: 12 zero-shot vectors of an earlier method, "
+                            f"no longer used ({old})"]
+    with site.collection() as collection:  # searches work meanwhile, without that signal
+        hit = search(collection, SearchRequest(text="a cat")).hits[0]
+        assert hit.record.id == cat and hit.signals["visual"] is None
+    _ok(site.data, "--repair")
+    assert _models(site) == {MODEL, SEMANTIC_MODEL, current}
+    with site.collection() as collection:
+        assert collection.store.models()[current] == 12
+        hit = search(collection, SearchRequest(text="a cat")).hits[0]
+        assert hit.record.id == cat and hit.signals["visual"] is not None  # the new vectors
+
+
 def test_broken_and_orphan_vectors_are_reported_and_dropped(site: Site) -> None:
     coffee = site.image_id("coffee.png")
     before = _vector(site, coffee, MODEL)
