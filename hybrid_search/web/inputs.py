@@ -59,14 +59,20 @@ def optional_text(value: Any, name: str, max_chars: int = MAX_QUERY_TEXT) -> str
     """A string field, or None when absent or blank."""
     if _blank(value):
         return None
+    return _checked_text(value, name, max_chars, QueryError).strip()
+
+
+def _checked_text(value: Any, name: str, max_chars: int,
+                  error: type[QueryError] | type[AnnotationError]) -> str:
+    """`value` if it is text of at most `max_chars` with no forbidden character, else `error`."""
     if not isinstance(value, str):
-        raise QueryError(f"{name} must be text, not {type(value).__name__}")
+        raise error(f"{name} must be text, not {type(value).__name__}")
     bad = _bad_character(value)
     if bad is not None:
-        raise QueryError(f"{name} contains {bad}")
+        raise error(f"{name} contains {bad}")
     if len(value) > max_chars:
-        raise QueryError(f"{name} is longer than {max_chars} characters")
-    return value.strip()
+        raise error(f"{name} is longer than {max_chars} characters")
+    return value
 
 
 def optional_float(value: Any, name: str) -> float | None:
@@ -126,17 +132,6 @@ def decode_base64_image(value: Any, name: str = "image") -> bytes:
     return data
 
 
-def _annotation_text(value: Any, name: str, max_chars: int) -> str:
-    if not isinstance(value, str):
-        raise AnnotationError(f"{name} must be text, not {type(value).__name__}")
-    bad = _bad_character(value)
-    if bad is not None:
-        raise AnnotationError(f"{name} contains {bad}")
-    if len(value) > max_chars:
-        raise AnnotationError(f"{name} is longer than {max_chars} characters")
-    return value
-
-
 def _tags(value: Any, name: str) -> tuple[str, ...]:
     """Tags from a `;`/`,` separated string or a list of strings."""
     if isinstance(value, str) and "\x00" in value:
@@ -189,11 +184,14 @@ def annotation_change(
     title = data.get("title")
     description = data.get("description")
     tags = data.get("tags")
+    if title is not None:
+        title = " ".join(_checked_text(title, "title", MAX_TITLE, AnnotationError).split())
+    if description is not None:
+        description = _checked_text(description, "description", MAX_DESCRIPTION,
+                                    AnnotationError).strip()
     return AnnotationChange(
-        title=None if title is None else " ".join(_annotation_text(title, "title",
-                                                                   MAX_TITLE).split()),
-        description=None if description is None
-        else _annotation_text(description, "description", MAX_DESCRIPTION).strip(),
+        title=title,
+        description=description,
         tags=None if tags is None else _tags(tags, "tags"),
         add_tags=_tags(data.get("add_tags"), "add_tags") if allow_tag_edits else (),
         remove_tags=_tags(data.get("remove_tags"), "remove_tags") if allow_tag_edits else (),
