@@ -88,10 +88,14 @@ def photo_logits(root: Path, files: list[str], crops: bool = False) -> np.ndarra
     return np.concatenate(out)
 
 
-def metrics(scores: np.ndarray, target: np.ndarray) -> dict[str, float]:
+def ranks(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Each query's rank of its own photo; ties count against the query (pessimistic rank)."""
     own = scores[np.arange(len(scores)), target]
-    # Ties count against the query (pessimistic rank).
-    rank = (scores >= own[:, None]).sum(axis=1)
+    return (scores >= own[:, None]).sum(axis=1)
+
+
+def metrics(scores: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    rank = ranks(scores, target)
     return {
         "R@1": float((rank <= 1).mean()),
         "R@5": float((rank <= 5).mean()),
@@ -245,12 +249,7 @@ def paired_bootstrap(before: np.ndarray, after: np.ndarray, queries: np.ndarray,
     """Change in R@10 and MRR from `before` to `after` photo vectors on the `keep` queries:
     [change, 2.5th, 97.5th percentile]. Photos are resampled with their captions (a photo's
     five captions are not independent queries)."""
-    def ranks(images: np.ndarray) -> np.ndarray:
-        scores = queries[keep] @ images.T
-        own = scores[np.arange(len(scores)), target[keep]]
-        return (scores >= own[:, None]).sum(axis=1)
-
-    a, b = ranks(before), ranks(after)
+    a, b = (ranks(queries[keep] @ images.T, target[keep]) for images in (before, after))
     photo = target[keep]
     members = [np.flatnonzero(photo == p) for p in np.unique(photo)]
     rng = np.random.default_rng(seed)
